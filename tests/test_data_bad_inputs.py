@@ -1,0 +1,112 @@
+"Bad inputs to the data layer: each gets a clear error naming what is wrong, or a warning naming what was skipped."
+import shutil, warnings
+from pathlib import Path
+import pandas as pd, pytest
+from conftest import write_image
+from xray_fastai.data import xray_items, xray_dataloaders, load_xray, XrayDataError, UnreadableImageWarning
+
+def _add_bad(root, name, content):
+    p = root/'train'/'PNEUMONIA'/name
+    p.write_bytes(content)
+    return p
+
+def test_clean_folder_reads_without_warnings(kaggle_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        df = xray_items(kaggle_dir)
+    assert len(df) == 56
+    assert df.groupby('split').multiclass.value_counts().to_dict()[('train', 'VIRUS')] == 8
+
+@pytest.mark.parametrize('name,content', [
+    ('person90_bacteria_90.jpeg', b''),                      # zero bytes
+    ('person91_bacteria_91.jpeg', b'this is not a jpeg'),    # not an image, image suffix
+])
+def test_unreadable_file_is_skipped_with_a_warning_naming_it(kaggle_dir, name, content):
+    _add_bad(kaggle_dir, name, content)
+    with pytest.warns(UnreadableImageWarning, match=name) as rec:
+        df = xray_items(kaggle_dir, max_bad=0.5)
+    assert 'skipped 1 unreadable' in str(rec[0].message)
+    assert len(df) == 56 and not df.path.str.contains(name).any()
+
+def test_truncated_image_is_skipped_with_a_warning(kaggle_dir):
+    good = write_image(kaggle_dir/'tmp.jpeg', size=(64, 64))
+    data = good.read_bytes(); good.unlink()
+    _add_bad(kaggle_dir, 'person92_virus_92.jpeg', data[:len(data)//2])
+    with pytest.warns(UnreadableImageWarning, match='person92_virus_92.jpeg'):
+        df = xray_items(kaggle_dir, max_bad=0.5)
+    assert len(df) == 56
+
+def test_non_image_file_is_reported_and_hidden_files_ignored(kaggle_dir):
+    (kaggle_dir/'train'/'NORMAL'/'notes.txt').write_text('radiologist notes')
+    (kaggle_dir/'train'/'NORMAL'/'.DS_Store').write_bytes(b'\0\1')
+    (kaggle_dir/'train'/'NORMAL'/'._IM-0001-0001.jpeg').write_bytes(b'')
+    with pytest.warns(UnreadableImageWarning, match='notes.txt') as rec:
+        df = xray_items(kaggle_dir)
+    assert len(rec) == 1 and '.DS_Store' not in str(rec[0].message)
+    assert len(df) == 56
+
+def test_empty_class_folder_is_an_error(kaggle_dir):
+    shutil.rmtree(kaggle_dir/'test'/'NORMAL'); (kaggle_dir/'test'/'NORMAL').mkdir()
+    with pytest.raises(XrayDataError, match=r"test/NORMAL.*holds no images"): xray_items(kaggle_dir)
+
+def test_missing_class_folder_is_an_error(kaggle_dir):
+    shutil.rmtree(kaggle_dir/'train'/'PNEUMONIA')
+    with pytest.raises(XrayDataError, match=r"train: no PNEUMONIA/ folder"): xray_items(kaggle_dir)
+
+def test_a_class_whose_images_are_all_unreadable_is_an_error(tmp_path):
+    root = tmp_path/'flat'
+    for i in range(30): write_image(root/'NORMAL'/f'IM-{i:04d}-0001.jpeg', seed=i)
+    (root/'PNEUMONIA').mkdir()
+    (root/'PNEUMONIA'/'person1_virus_1.jpeg').write_bytes(b'')
+    with pytest.warns(UnreadableImageWarning), pytest.raises(XrayDataError, match="none of the 1 'PNEUMONIA' images"):
+        xray_items(root)
+
+def test_many_unreadable_images_are_an_error(kaggle_dir):
+    for i in range(10): _add_bad(kaggle_dir, f'person{300+i}_bacteria_{i}.jpeg', b'')
+    with pytest.warns(UnreadableImageWarning), pytest.raises(XrayDataError, match='more than max_bad=5%'):
+        xray_items(kaggle_dir)
+
+def test_folder_in_no_known_layout_is_an_error(tmp_path):
+    for i in range(3): write_image(tmp_path/'scans'/'cats'/f'{i}.jpeg')
+    with pytest.raises(XrayDataError, match=r"not a chest X-ray folder.*Expected Kaggle's layout.*Found: cats"):
+        xray_items(tmp_path/'scans')
+
+def test_missing_source_is_an_error(tmp_path):
+    with pytest.raises(XrayDataError, match='no such file or folder'): xray_items(tmp_path/'nowhere')
+
+def test_csv_with_unknown_label_names_label_and_row(kaggle_dir, tmp_path):
+    csv = tmp_path/'list.csv'
+    pd.DataFrame(dict(path=[str(kaggle_dir/'train'/'NORMAL'/'IM-0000-0001.jpeg')]*2, label=['NORMAL', 'COVID'])).to_csv(csv, index=False)
+    with pytest.raises(XrayDataError, match=r"unknown label\(s\) \['COVID'\] in row\(s\) \[3\]"): xray_items(csv)
+
+def test_csv_with_missing_files_names_them(kaggle_dir, tmp_path):
+    csv = tmp_path/'list.csv'
+    csv.write_text('path,label\nchest_xray/train/NORMAL/IM-0000-0001.jpeg,NORMAL\nmissing/IM-9999-0001.jpeg,NORMAL\n')
+    with pytest.raises(XrayDataError, match=r"1 listed file\(s\) do not exist: .*IM-9999-0001.jpeg"): xray_items(csv)
+
+def test_csv_without_the_columns_is_an_error(tmp_path):
+    csv = tmp_path/'list.csv'; csv.write_text('file,class\na.jpeg,NORMAL\n')
+    with pytest.raises(XrayDataError, match='needs columns path,label'): xray_items(csv)
+
+def test_csv_paths_are_relative_to_the_csv(kaggle_dir):
+    csv = kaggle_dir.parent/'list.csv'
+    csv.write_text('path,label\nchest_xray/train/NORMAL/IM-0000-0001.jpeg,normal\nchest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg,pneumonia\n')
+    df = xray_items(csv)
+    assert df.multiclass.tolist() == ['NORMAL', 'BACTERIA'] and df.split.tolist() == ['train', 'train']
+
+def test_multiclass_needs_a_type_in_the_file_name(tmp_path):
+    root = tmp_path/'flat'
+    for i in range(10):
+        write_image(root/'NORMAL'/f'IM-{i:04d}-0001.jpeg', seed=i)
+        write_image(root/'PNEUMONIA'/f'scan{i}.jpeg', seed=50+i)
+    with pytest.raises(XrayDataError, match='no bacteria/virus in the name of .*scan'):
+        xray_dataloaders(root, task='multiclass', size=32, bs=4, cache=False)
+
+def test_bad_options_are_errors(kaggle_dir):
+    for kw, msg in [(dict(split='random'), 'split must be one of'), (dict(balance='smote'), 'balance must be one of'),
+                    (dict(aug='heavy'), 'aug must be one of'), (dict(task='segmentation'), 'task must be one of')]:
+        with pytest.raises(XrayDataError, match=msg): xray_dataloaders(kaggle_dir, size=32, bs=4, cache=False, **kw)
+
+def test_load_xray_names_the_file(tmp_path):
+    p = tmp_path/'broken.png'; p.write_bytes(b'\x89PNG\r\n\x1a\n garbage')
+    with pytest.raises(XrayDataError, match='broken.png: not a readable image'): load_xray(p)
