@@ -21,6 +21,7 @@ def main(name:str='binary_cpu', # Results file name under bench/results
          balance:str='none', # Class balancing
          aug:str='report', # Augmentation preset
          split:str='patient', # Validation split protocol
+         widths:str='16,32,64,128', # VGG stage widths (comma-separated); ignored by other architectures
          seeds:str='0,1,2', # Comma-separated seeds
          data:str=None, # Data folder; $XRAY_DATA by default
         ):
@@ -28,15 +29,16 @@ def main(name:str='binary_cpu', # Results file name under bench/results
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
     seeds = [int(s) for s in seeds.split(',')]
     start = time.perf_counter()
+    model_kwargs = dict(widths=tuple(int(w) for w in widths.split(','))) if arch == 'vgg' else {}
     df = run_seeds(seeds, source=data, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs,
-                   balance=balance, aug=aug, split=split)
+                   balance=balance, aug=aug, split=split, learner_kwargs=dict(model_kwargs=model_kwargs))
     df.to_csv(out/f'{name}.csv', index=False)
     cols = [c for c in ('test_accuracy', 'test_roc_auc', 'test_balanced_accuracy', 'test_f1', 'test_f1_macro',
                         'test_sensitivity', 'test_specificity', 'test_thr_accuracy', 'test_thr_sensitivity',
                         'test_thr_specificity', 'valid_roc_auc', 'train_s') if c in df]
     table = mean_std(df.assign(variant=name), cols).T
     cmd = 'python bench/classifiers.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-    md = (f"# {name}\n\n{task}, {arch}, {size} px, {epochs} epochs, lr {lr}, bs {bs}, balance {balance}, aug {aug}, "
+    md = (f"# {name}\n\n{task}, {arch} {model_kwargs}, {size} px, {epochs} epochs, lr {lr}, bs {bs}, balance {balance}, aug {aug}, "
           f"split {split}; seeds {seeds}\n\nHardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\n"
           f"Command: `{cmd}`\n\n```\n{table.to_string()}\n```\n")
     (out/f'{name}.md').write_text(md)
