@@ -7,12 +7,12 @@ Docs: https://xray-fastai.github.io/xray_fastai/precision.html.md"""
 # %% auto #0
 __all__ = ['CPUMixedPrecision']
 
-# %% ../nbs/03_precision.ipynb #cbca4914
+# %% ../nbs/03_precision.ipynb #aaa07161
 from fastai.basics import *
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.channelslast import ChannelsLast
 
-# %% ../nbs/03_precision.ipynb #6c6088cd
+# %% ../nbs/03_precision.ipynb #64c331df
 def _channels_last(x):
     "`x` in `channels_last` memory format if it is a batch of images"
     return x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim==4 else x
@@ -42,7 +42,7 @@ class CPUMixedPrecision(Callback):
         if self.autocast is not None: self.autocast.__exit__(None, None, None)
         self.autocast = None
 
-# %% ../nbs/03_precision.ipynb #5c9cb914
+# %% ../nbs/03_precision.ipynb #7b09871e
 @patch
 def to_full_precision(self:Learner):
     "Remove the mixed precision and channels-last callbacks of `to_fast_precision`; the model goes back to contiguous float32"
