@@ -1,0 +1,94 @@
+"Model files: save/load round trip, and each kind of damaged or unsafe model file gives a clear error."
+import json, shutil, warnings
+from pathlib import Path
+import pytest, torch
+from safetensors.torch import save_file
+from fastai.learner import Learner
+from xray_fastai.data import xray_dataloaders, BINARY, XrayDataError
+from xray_fastai.learner import xray_learner
+from xray_fastai import export
+from xray_fastai.export import save_model, load_model, model_state, XrayModelError, PickleWarning, CONFIG, WEIGHTS
+
+@pytest.fixture(scope='module')
+def saved(tmp_path_factory):
+    "An (untrained) learner on a tiny data set, saved with a threshold"
+    from conftest import write_image
+    tmp = tmp_path_factory.mktemp('model')
+    for split in ('train', 'test'):
+        for i in range(8):
+            write_image(tmp/'data'/split/'NORMAL'/f'IM-{i:04d}-0001.jpeg', seed=i)
+            write_image(tmp/'data'/split/'PNEUMONIA'/f'person{i}_virus_{i}.jpeg', seed=50+i)
+    dls = xray_dataloaders(tmp/'data', 'binary', size=32, bs=8, aug='none', cache=False)
+    learn = xray_learner(dls, 'vgg', fast_precision=False, path=tmp)
+    learn.threshold = 0.3
+    save_model(learn, tmp/'model')
+    return dict(tmp=tmp, learn=learn, folder=tmp/'model')
+
+@pytest.fixture
+def copy(saved, tmp_path):
+    "A fresh copy of the saved model folder"
+    return Path(shutil.copytree(saved['folder'], tmp_path/'model'))
+
+def edit(folder, **kw):
+    cfg = json.loads((folder/CONFIG).read_text()); cfg.update(kw); (folder/CONFIG).write_text(json.dumps(cfg))
+
+def test_round_trip_predicts_like_the_learner(saved):
+    learn = saved['learn']; dl = learn.dls.test_split_dl()
+    probs, _ = learn.get_preds(dl=dl)
+    pred = load_model(saved['folder'], device='cpu')
+    df = pred.predict(dl.items.path, bs=dl.bs)
+    assert torch.equal(torch.tensor(df[['prob_NORMAL', 'prob_PNEUMONIA']].values, dtype=torch.float32), probs)
+    assert df.label.tolist() == [BINARY[int(p >= 0.3)] for p in probs[:, 1].tolist()]
+    assert issubclass(XrayModelError, XrayDataError)
+
+def test_truncated_weights(copy):
+    (copy/WEIGHTS).write_bytes((copy/WEIGHTS).read_bytes()[:500])
+    with pytest.raises(XrayModelError, match='does not match the SHA-256'): load_model(copy)
+    with pytest.raises(XrayModelError, match='model.safetensors: not a readable safetensors file'): load_model(copy, verify=False)
+
+def test_wrong_shape_weights(copy, saved):
+    sd = model_state(saved['learn'].model); sd['1.3.weight'] = torch.zeros(5, sd['1.3.weight'].shape[1])
+    save_file(sd, copy/WEIGHTS)
+    with pytest.raises(XrayModelError, match=r"wrong shape\(s\): 1.3.weight \(5, 256\) instead of \(2, 256\)"):
+        load_model(copy, verify=False)
+
+def test_missing_and_unexpected_keys(copy, saved):
+    sd = model_state(saved['learn'].model); sd['extra.weight'] = torch.zeros(1); del sd['0.stem.0.weight']
+    save_file(sd, copy/WEIGHTS)
+    with pytest.raises(XrayModelError, match=r"1 missing key\(s\): 0.stem.0.weight; 1 unexpected key\(s\): extra.weight"):
+        load_model(copy, verify=False)
+
+def test_config_for_another_architecture(copy):
+    edit(copy, arch='xresnet18')
+    with pytest.raises(XrayModelError, match=r"do not fit the 'xresnet18' network.*missing key"): load_model(copy)
+    edit(copy, arch='no_such_architecture')
+    with pytest.raises(XrayModelError, match="cannot build architecture 'no_such_architecture'"): load_model(copy)
+
+@pytest.mark.parametrize('change,msg', [
+    (lambda d: (d/CONFIG).write_text('{"format": '), 'config.json: not valid JSON'),
+    (lambda d: (d/CONFIG).unlink(), 'config.json: no such file'),
+    (lambda d: (d/WEIGHTS).unlink(), 'model.safetensors: no such file'),
+    (lambda d: edit(d, format_version=99), 'format_version 99 was written by a newer xray_fastai'),
+    (lambda d: edit(d, format_version='1'), 'format_version must be an integer'),
+    (lambda d: edit(d, stats=[0.5, 0]), 'stats must be'),
+    (lambda d: edit(d, vocab=['NORMAL']), 'vocab must be'),
+])
+def test_bad_config(copy, change, msg):
+    change(copy)
+    with pytest.raises(XrayModelError, match=msg): load_model(copy)
+
+def test_pickle_needs_opt_in(saved, tmp_path):
+    learn = saved['learn']
+    learn.export(tmp_path/'export.pkl')
+    for p in (tmp_path/'export.pkl', tmp_path):  # the file, or a folder holding only a pickle
+        with pytest.raises(XrayModelError, match='allow_pickle=True'): load_model(p)
+    with pytest.warns(PickleWarning, match='runs any code'):
+        pred = load_model(tmp_path/'export.pkl', allow_pickle=True, device='cpu')
+    assert pred.vocab == BINARY and pred.size == (32, 32) and pred.threshold == 0.3
+
+def test_failed_save_keeps_the_old_files(copy, saved, monkeypatch):
+    before = (copy/WEIGHTS).read_bytes()
+    def boom(*a, **k): raise OSError('disk full')
+    monkeypatch.setattr(export, 'save_file', boom)
+    with pytest.raises(OSError, match='disk full'): save_model(saved['learn'], copy)
+    assert (copy/WEIGHTS).read_bytes() == before and sorted(p.name for p in copy.iterdir()) == [CONFIG, WEIGHTS]
