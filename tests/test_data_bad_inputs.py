@@ -110,3 +110,17 @@ def test_bad_options_are_errors(kaggle_dir):
 def test_load_xray_names_the_file(tmp_path):
     p = tmp_path/'broken.png'; p.write_bytes(b'\x89PNG\r\n\x1a\n garbage')
     with pytest.raises(XrayDataError, match='broken.png: not a readable image'): load_xray(p)
+
+def test_download_without_kagglehub_says_how_to_install(monkeypatch):
+    import sys
+    from xray_fastai.data import download
+    monkeypatch.setitem(sys.modules, 'kagglehub', None)
+    with pytest.raises(ImportError, match=r'pip install "xray-fastai\[kaggle\]"'): download()
+
+def test_download_offline_gives_a_clear_error(monkeypatch):
+    import sys, types
+    from xray_fastai.data import download
+    def offline(handle): raise ConnectionError('Failed to resolve host')
+    monkeypatch.setitem(sys.modules, 'kagglehub', types.SimpleNamespace(dataset_download=offline))
+    with pytest.raises(RuntimeError, match=r'could not download paultimothymooney/chest-xray-pneumonia.*network connection.*credentials'):
+        download()

@@ -1,0 +1,52 @@
+"Classifier learners train on phantoms and on real images; the test split never reaches fitting or threshold choice."
+import pandas as pd, pytest, torch
+from fastai.callback.all import ShortEpochCallback
+from xray_fastai.data import xray_items, xray_dataloaders, BINARY, MULTICLASS
+from xray_fastai.learner import classifier_learner, xray_learner
+from xray_fastai.phantoms import make_phantoms
+
+@pytest.fixture(scope='module')
+def phantoms(tmp_path_factory):
+    return make_phantoms(tmp_path_factory.mktemp('ph')/'data', n_train=80, n_test=24, size=48, seed=3)
+
+def _fit_two_batches(learn):
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    learn.fit(1, 1e-3, cbs=ShortEpochCallback(pct=2/len(learn.dls.train), short_valid=False))
+    return any(not torch.equal(a, b.detach()) for a, b in zip(before, learn.model.parameters()))
+
+@pytest.mark.parametrize('task,vocab', [('binary', BINARY), ('multiclass', MULTICLASS)])
+def test_learner_trains_on_phantoms(phantoms, task, vocab):
+    learn = classifier_learner(phantoms, task, size=48, bs=16, aug='report', learner_kwargs=dict(model_kwargs=dict(widths=(8, 16))))
+    assert list(learn.dls.vocab) == vocab
+    assert _fit_two_batches(learn)
+    assert len(learn.recorder.values) == 1
+
+def test_learner_trains_on_real_images(real_data, tmp_path):
+    items = xray_items(real_data)
+    sub = items.groupby(['split', 'multiclass']).head(12)
+    csv = tmp_path/'subset.csv'
+    sub[['path', 'multiclass', 'split']].rename(columns={'multiclass': 'label'}).to_csv(csv, index=False)
+    dls = xray_dataloaders(csv, 'multiclass', size=64, bs=8, balance='weighted', cache=False)
+    learn = xray_learner(dls, 'vgg', model_kwargs=dict(widths=(8, 16, 32)))
+    assert _fit_two_batches(learn)
+
+def test_threshold_is_picked_on_validation_only(phantoms, monkeypatch):
+    learn = classifier_learner(phantoms, 'binary', size=48, bs=16, aug='none', learner_kwargs=dict(model_kwargs=dict(widths=(8, 16))))
+    learn.fit(1, 1e-3, cbs=ShortEpochCallback(pct=0.5, short_valid=False))
+    test_paths = set(learn.dls.items.query("split == 'test'").path)
+    seen = []
+    orig = type(learn).get_preds
+    def spy(self, ds_idx=1, dl=None, **kw):
+        seen.extend((dl or self.dls[ds_idx]).items.path)
+        return orig(self, ds_idx=ds_idx, dl=dl, **kw)
+    monkeypatch.setattr(type(learn), 'get_preds', spy)
+    thr = learn.pick_threshold('sensitivity', 0.9)
+    assert 0 <= thr <= 1 and learn.threshold == thr
+    assert seen and not test_paths & set(seen)
+    assert set(seen) == set(learn.dls.valid.items.path)
+
+def test_training_rows_never_include_test_images(phantoms):
+    dls = xray_dataloaders(phantoms, 'binary', size=48, bs=16, balance='oversample')
+    fit = set(dls.train.items.path) | set(dls.valid.items.path)
+    assert not fit & set(dls.items.query("split == 'test'").path)
+    assert set(dls.test_split_dl().items.path) == set(dls.items.query("split == 'test'").path)
