@@ -8,7 +8,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/models.html.md"""
 __all__ = ['xray_head', 'add_xray_head', 'vgg_body', 'vgg_xray', 'xray_body', 'xray_model', 'model_body', 'model_head',
            'embedding_layer', 'n_features', 'last_conv_layer', 'body_stages']
 
-# %% ../nbs/02_models.ipynb #f47c8d98
+# %% ../nbs/02_models.ipynb #10ba2be3
 from collections import OrderedDict
 from fastai.basics import *
 from fastai.callback.hook import num_features_model
@@ -16,7 +16,7 @@ from fastai.vision.learner import add_head
 from fastai.vision.models import xresnet
 import timm
 
-# %% ../nbs/02_models.ipynb #b3175ed3
+# %% ../nbs/02_models.ipynb #8c9d8524
 def xray_head(
     nf:int, # Number of channels of the body's feature map
     n_out:int, # Number of outputs (classes)
@@ -28,7 +28,7 @@ def xray_head(
     dense = [LinBnDrop(ni, no, p=p, act=nn.ReLU(inplace=True), lin_first=True) for ni,no in zip(szs[:-1], szs[1:])]
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), *dense, nn.Linear(szs[-1], n_out))
 
-# %% ../nbs/02_models.ipynb #72bb8800
+# %% ../nbs/02_models.ipynb #d1043cc5
 @delegates(xray_head, but=['nf', 'n_out'])
 def add_xray_head(
     body:nn.Module, # Maps `(B,n_in,H,W)` to a feature map `(B,C,h,w)`
@@ -39,10 +39,10 @@ def add_xray_head(
     nf = num_features_model(nn.Sequential(body))  # the wrapper makes any module iterable, as fastai expects
     return add_head(body.train(), nf, n_out, head=xray_head(nf, n_out, **kwargs))  # measuring left `body` in eval mode
 
-# %% ../nbs/02_models.ipynb #e84fc3f1
+# %% ../nbs/02_models.ipynb #c45a02d6
 def vgg_body(
     n_in:int=1, # Input channels
-    widths:tuple=(32,64,128,256), # Channels of each stage; the stem has `widths[0]`
+    widths:tuple=(16,32,64,128), # Channels of each stage; the stem has `widths[0]`
     n_convs:int|tuple=(1,2,2,2), # 3×3 convolutions in each stage
 ) -> nn.Sequential:
     "VGG-style body: a stride-2 stem, then stages of `ConvLayer`s with a max pool between stages"
@@ -54,11 +54,11 @@ def vgg_body(
         ni = nf
     return nn.Sequential(stages)
 
-# %% ../nbs/02_models.ipynb #d9b0d308
+# %% ../nbs/02_models.ipynb #ae8dea62
 def vgg_xray(
     n_out:int=2, # Number of outputs (classes)
     n_in:int=1, # Input channels
-    widths:tuple=(32,64,128,256), # Channels of each stage
+    widths:tuple=(16,32,64,128), # Channels of each stage
     n_convs:int|tuple=(1,2,2,2), # 3×3 convolutions in each stage
     hidden:tuple=(256,), # Sizes of the hidden dense layers; `()` gives a CAM-ready head
     p:float=0.5, # Dropout after each hidden dense layer
@@ -66,7 +66,7 @@ def vgg_xray(
     "The reference VGG-style CNN for one-channel X-rays: `nn.Sequential(vgg_body(...), xray_head(...))`"
     return add_xray_head(vgg_body(n_in, widths, n_convs), n_out, hidden=hidden, p=p)
 
-# %% ../nbs/02_models.ipynb #131a9b32
+# %% ../nbs/02_models.ipynb #9a70d2cf
 _xresnets = [o for o in xresnet.__all__ if o.startswith(('xresnet', 'xse_', 'xsenet'))]
 
 def _xresnet_body(arch:str, n_in:int, **kwargs) -> nn.Sequential:
@@ -82,7 +82,7 @@ def _timm_body(arch:str, n_in:int, pretrained:bool, **kwargs) -> nn.Module:
         raise RuntimeError(f"Pretrained weights for {arch!r} could not be downloaded ({type(e).__name__}). "
             "Use `pretrained=False`, or fill the Hugging Face cache (HF_HOME) on a machine with network first.") from e
 
-# %% ../nbs/02_models.ipynb #3f09e1c6
+# %% ../nbs/02_models.ipynb #4d811316
 def xray_body(
     arch:str|Callable='vgg', # 'vgg', a fastai xresnet name, a timm name, or a callable returning a body
     n_in:int=1, # Input channels
@@ -96,7 +96,7 @@ def xray_body(
         return vgg_body(n_in, **kwargs) if arch=='vgg' else _xresnet_body(arch, n_in, **kwargs)
     return _timm_body(arch, n_in, pretrained, **kwargs)
 
-# %% ../nbs/02_models.ipynb #9e869cb9
+# %% ../nbs/02_models.ipynb #379bca9c
 def xray_model(
     arch:str|Callable='vgg', # 'vgg', a fastai xresnet name, a timm name, or a callable returning a body
     n_out:int=2, # Number of outputs (classes)
@@ -111,7 +111,7 @@ def xray_model(
     if arch=='vgg' and not pretrained: return vgg_xray(n_out, n_in, **head_kw, **kwargs)  # pretrained: `xray_body` raises
     return add_xray_head(xray_body(arch, n_in, pretrained, **kwargs), n_out, **head_kw)
 
-# %% ../nbs/02_models.ipynb #39ee53e4
+# %% ../nbs/02_models.ipynb #d06e6e67
 def model_body(m:nn.Sequential) -> nn.Module:
     "The body of an `xray_model`: images to feature map"
     return m[0]
