@@ -1,0 +1,83 @@
+"""Benchmark: anomaly detection trained on train/NORMAL only, over seeds, on real data.
+
+Not a test: it trains an autoencoder and a synthetic-opacity model per seed (minutes each). For every score it
+reports the validation AUROC (held-out patients of the training folder, used to choose the score), the
+threshold at the 95th percentile of validation normals, and the test split's AUROC, AUPRC, accuracy, F1,
+sensitivity and specificity at that threshold. Writes bench/results/NAME.csv (one row per seed and score),
+NAME.md (mean ± std, the command, the hardware) and NAME_scores_seed0.csv (every image's scores, for figures).
+
+    XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py
+"""
+import shlex, sys, time
+from pathlib import Path
+import pandas as pd
+from fastcore.script import call_parse
+from fastai.basics import set_seed
+from xray_fastai.data import xray_dataloaders
+from xray_fastai.anomaly import *
+from xray_fastai.models import body_stages
+from xray_fastai.experiments import mean_std, hardware
+
+def _fit(learn, epochs:int, lr:float) -> float:
+    "Train with one-cycle, return to full precision, give the training time in seconds"
+    start = time.perf_counter()
+    learn.fit_one_cycle(epochs, lr)
+    learn.to_full_precision()
+    return time.perf_counter() - start
+
+def run_seed(data, seed:int, size:int, ae_epochs:int, opacity_epochs:int, loss:str, pct:float) -> tuple:
+    "Train both models for one seed; return (rows of the results table, every image's scores)"
+    dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
+    valid, test = anomaly_items(dls, 'valid'), anomaly_items(dls, 'test')
+    set_seed(seed)
+    ae = autoencoder_learner(dls, loss=loss)
+    ae_s = _fit(ae, ae_epochs, 3e-3)
+    set_seed(seed)
+    op = opacity_learner(dls)
+    op_s = _fit(op, opacity_epochs, 2e-3)
+    scores = {'AE mse': (ReconstructionScore(ae.model, 'mse'), ae_s),
+              'AE ssim': (ReconstructionScore(ae.model, 'ssim', 1/dls.stats[1]), ae_s),
+              'AE encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), ae_s),
+              'opacity model': (ClassifierScore(op.model), op_s),
+              'opacity embedding density': (FeatureDensity(op.model).fit(dls), op_s),
+              'opacity body density': (FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls), op_s)}
+    rows, per_image = [], {}
+    for name, (score, train_s) in scores.items():
+        sv, st = anomaly_scores(score, dls, valid), anomaly_scores(score, dls, test)
+        thr = normal_threshold(sv, valid, pct)
+        rep = anomaly_report(st, test, thr)
+        rows.append(dict(seed=seed, variant=name, valid_auroc=anomaly_report(sv, valid, thr)['auroc'],
+                         **{f'test_{k}': v for k, v in rep.items() if k != 'confusion'}, train_s=train_s))
+        per_image[name] = list(sv) + list(st)
+    images = pd.concat([valid.assign(set='valid'), test.assign(set='test')])[['path', 'set', 'binary', 'multiclass']]
+    images['path'] = images['path'].map(lambda p: '/'.join(Path(p).parts[-3:]))   # split/CLASS/file: no local folders
+    return rows, images.assign(**per_image)
+
+@call_parse
+def main(name:str='anomaly_cpu', # Results file name under bench/results
+         size:int=96, # Image side in pixels
+         ae_epochs:int=10, # Autoencoder epochs per seed
+         opacity_epochs:int=16, # Synthetic-opacity model epochs per seed
+         loss:str='mse', # Autoencoder loss
+         pct:float=95, # Threshold: this percentile of validation normals' scores
+         seeds:str='0,1,2', # Comma-separated seeds
+         data:str=None, # Data folder; $XRAY_DATA by default
+        ):
+    "Train the anomaly detectors once per seed and write mean ± std of their test scores"
+    out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
+    start, rows = time.perf_counter(), []
+    for seed in (int(s) for s in seeds.split(',')):
+        r, images = run_seed(data, seed, size, ae_epochs, opacity_epochs, loss, pct)
+        rows += r
+        if seed == 0: images.to_csv(out/f'{name}_scores_seed0.csv', index=False)
+        pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)   # after every seed: a long run keeps what it did
+    df = pd.DataFrame(rows)
+    cols = ['test_auroc', 'test_auprc', 'test_accuracy', 'test_f1', 'test_sensitivity', 'test_specificity', 'valid_auroc', 'train_s']
+    table = mean_std(df, cols)
+    cmd = 'python bench/anomaly.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+    md = (f"# {name}\n\nTrained on train/NORMAL only (patient split, light augmentation), {size} px; autoencoder "
+          f"({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs; threshold at the {pct:g}th "
+          f"percentile of validation normals; seeds {seeds}\n\nHardware: {hardware()}. Total wall time "
+          f"{time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n```\n{table.to_string()}\n```\n")
+    (out/f'{name}.md').write_text(md)
+    print(md)
