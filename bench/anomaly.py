@@ -25,12 +25,12 @@ def _fit(learn, epochs:int, lr:float) -> float:
     learn.to_full_precision()
     return time.perf_counter() - start
 
-def run_seed(data, seed:int, size:int, ae_epochs:int, opacity_epochs:int, loss:str, pct:float) -> tuple:
+def run_seed(data, seed:int, size:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str, pct:float) -> tuple:
     "Train both models for one seed; return (rows of the results table, every image's scores)"
     dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
     valid, test = anomaly_items(dls, 'valid'), anomaly_items(dls, 'test')
     set_seed(seed)
-    ae = autoencoder_learner(dls, loss=loss)
+    ae = autoencoder_learner(dls, widths=ae_widths, loss=loss)
     ae_s = _fit(ae, ae_epochs, 3e-3)
     set_seed(seed)
     op = opacity_learner(dls)
@@ -56,8 +56,9 @@ def run_seed(data, seed:int, size:int, ae_epochs:int, opacity_epochs:int, loss:s
 @call_parse
 def main(name:str='anomaly_cpu', # Results file name under bench/results
          size:int=96, # Image side in pixels
-         ae_epochs:int=10, # Autoencoder epochs per seed
-         opacity_epochs:int=16, # Synthetic-opacity model epochs per seed
+         ae_widths:str='16,32,64,128', # Autoencoder encoder widths (comma-separated)
+         ae_epochs:int=8, # Autoencoder epochs per seed
+         opacity_epochs:int=14, # Synthetic-opacity model epochs per seed
          loss:str='mse', # Autoencoder loss
          pct:float=95, # Threshold: this percentile of validation normals' scores
          seeds:str='0,1,2', # Comma-separated seeds
@@ -67,7 +68,7 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
     start, rows = time.perf_counter(), []
     for seed in (int(s) for s in seeds.split(',')):
-        r, images = run_seed(data, seed, size, ae_epochs, opacity_epochs, loss, pct)
+        r, images = run_seed(data, seed, size, tuple(int(w) for w in ae_widths.split(',')), ae_epochs, opacity_epochs, loss, pct)
         rows += r
         if seed == 0: images.to_csv(out/f'{name}_scores_seed0.csv', index=False)
         pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)   # after every seed: a long run keeps what it did
@@ -76,7 +77,7 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     table = mean_std(df, cols)
     cmd = 'python bench/anomaly.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     md = (f"# {name}\n\nTrained on train/NORMAL only (patient split, light augmentation), {size} px; autoencoder "
-          f"({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs; threshold at the {pct:g}th "
+          f"{ae_widths} ({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs; threshold at the {pct:g}th "
           f"percentile of validation normals; seeds {seeds}\n\nHardware: {hardware()}. Total wall time "
           f"{time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n```\n{table.to_string()}\n```\n")
     (out/f'{name}.md').write_text(md)
