@@ -1,4 +1,4 @@
-"Interrupted training: `xray-fastai train` killed mid-run (SIGINT or SIGKILL) resumes from its last checkpoint and ends with the epochs asked for."
+"Interrupted training: `xray-fastai train` killed mid-run (SIGINT or SIGKILL) resumes from its last checkpoint and ends as a run never interrupted."
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pandas as pd, pytest
@@ -20,6 +20,14 @@ def data(tmp_path_factory):
             write_image(root/split/'NORMAL'/f'IM-{i:04d}-0001.jpeg', seed=i)
             write_image(root/split/'PNEUMONIA'/f'person{i}_virus_{i}.jpeg', seed=100+i)
     return root
+
+@pytest.fixture(scope='module')
+def straight(data, tmp_path_factory):
+    "The training log of the same run, never interrupted"
+    tmp = tmp_path_factory.mktemp('straight')
+    res = subprocess.run(command(data, tmp/'run'), capture_output=True, text=True, env=environ(tmp/'cache'), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return pd.read_csv(tmp/'run'/'training_log.csv')
 
 def command(data, out, *extra):
     return [sys.executable, '-m', 'xray_fastai.cli', 'train', '--data', str(data), '--size', '32', '--epochs', str(EPOCHS),
@@ -46,7 +54,7 @@ def start_and_kill(cmd, env, ckpt, sig):
     return err
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
-def test_killed_run_resumes_and_trains_all_epochs(data, tmp_path, capsys, sig):
+def test_killed_run_resumes_and_trains_all_epochs(data, straight, tmp_path, capsys, sig):
     out, env = tmp_path/'run', environ(tmp_path/'cache')
     err = start_and_kill(command(data, out), env, out/CHECKPOINT, sig)
     done = read_checkpoint(out)['epoch'] + 1  # the file under the final name is always complete
@@ -59,7 +67,9 @@ def test_killed_run_resumes_and_trains_all_epochs(data, tmp_path, capsys, sig):
     res = subprocess.run(command(data, out, '--resume'), capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(os.listdir(out)) == sorted(REPORT)  # checkpoint and temporary files gone
-    assert len(pd.read_csv(out/'training_log.csv')) == EPOCHS
+    log = pd.read_csv(out/'training_log.csv')
+    assert len(log) == EPOCHS
+    pd.testing.assert_frame_equal(log, straight)  # number for number the run that was never interrupted
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['training']['epochs'] == EPOCHS and len(cfg['training']['history']) == EPOCHS
 
