@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #ab7f4ac4
 from __future__ import annotations
-import csv, hashlib, json, math, os, re, shutil, struct, tempfile, warnings
+import csv, hashlib, json, math, os, re, shutil, tempfile, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -123,7 +123,7 @@ def load_xray(path:str|Path, # An image file: any format PIL reads, or DICOM (wi
         if size is not None: im = im.resize(_hw(size)[::-1], Image.BILINEAR)
         return np.asarray(im)
     except XrayDataError: raise
-    except (OSError, SyntaxError, ValueError, struct.error, ZeroDivisionError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         raise XrayDataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
 # %% ../nbs/01_data.ipynb #e64be769
