@@ -7,7 +7,7 @@ from xray_fastai.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTS = ['data', 'task', 'arch', 'size', 'epochs', 'lr', 'bs', 'balance', 'aug', 'split', 'valid-pct', 'seed',
-              'schedule', 'threshold', 'sensitivity', 'out', 'overwrite', 'no-fast-precision']
+              'schedule', 'threshold', 'sensitivity', 'out', 'overwrite', 'no-fast-precision', 'resume']
 
 def cli(*args, cache=None, check=None):
     "Run `python -m xray_fastai.cli ARGS`; the completed process"

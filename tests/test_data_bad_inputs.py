@@ -88,6 +88,27 @@ def test_csv_without_the_columns_is_an_error(tmp_path):
     csv = tmp_path/'list.csv'; csv.write_text('file,class\na.jpeg,NORMAL\n')
     with pytest.raises(XrayDataError, match='needs columns path,label'): xray_items(csv)
 
+@pytest.mark.parametrize('text,msg', [
+    ('path,label,split\n{f},NORMAL,holdout\n', r"unknown split\(s\) \['holdout'\] in row\(s\) \[2\]"),
+    ('path,label\n{f},NORMAL,test\n', r"line\(s\) \[2\] have another number of cells than the header \(2\)"),
+    ('path,label\n\n{f}\n', r"line\(s\) \[3\] have another number of cells"),
+    ('path,Path,label\n{f},{f},NORMAL\n', 'repeated column names in the header'),
+    ('\n\n', 'an empty CSV'),
+    ('path,label\n', 'the CSV lists no images'),
+    ('path,label\n{f},NORMAL\udcff\n', 'not a readable CSV'),  # not UTF-8: byte 0xff
+])
+def test_malformed_csv_says_where(kaggle_dir, tmp_path, text, msg):
+    csv = tmp_path/'list.csv'
+    csv.write_bytes(text.format(f=kaggle_dir/'train'/'NORMAL'/'IM-0000-0001.jpeg').encode('utf-8', 'surrogateescape'))
+    with pytest.raises(XrayDataError, match=msg): xray_items(csv)
+
+def test_csv_from_a_spreadsheet(kaggle_dir):
+    "Excel writes a byte-order mark and may pad cells with spaces"
+    csv = kaggle_dir.parent/'list.csv'
+    csv.write_text('\ufeffPath , Label,Split\r\nchest_xray/train/NORMAL/IM-0000-0001.jpeg , normal , Test\r\n', encoding='utf-8')
+    df = xray_items(csv)
+    assert df[['binary', 'split']].values.tolist() == [['NORMAL', 'test']]
+
 def test_csv_paths_are_relative_to_the_csv(kaggle_dir):
     csv = kaggle_dir.parent/'list.csv'
     csv.write_text('path,label\nchest_xray/train/NORMAL/IM-0000-0001.jpeg,normal\nchest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg,pneumonia\n')

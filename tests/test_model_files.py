@@ -92,3 +92,23 @@ def test_failed_save_keeps_the_old_files(copy, saved, monkeypatch):
     monkeypatch.setattr(export, 'save_file', boom)
     with pytest.raises(OSError, match='disk full'): save_model(saved['learn'], copy)
     assert (copy/WEIGHTS).read_bytes() == before and sorted(p.name for p in copy.iterdir()) == [CONFIG, WEIGHTS]
+
+class _RunsCode:
+    "Unpickling this creates the file `marker`: what a malicious model file could do"
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (Path.touch, (self.marker,))
+
+def test_loading_never_unpickles_without_opt_in(copy, tmp_path):
+    import pickle
+    from xray_fastai.export import _sha256
+    from xray_fastai.learner import read_checkpoint, CHECKPOINT
+    marker = tmp_path/'code_ran'
+    evil = pickle.dumps(_RunsCode(marker))
+    (tmp_path/'evil.pkl').write_bytes(evil)
+    with pytest.raises(XrayModelError, match='allow_pickle=True'): load_model(tmp_path/'evil.pkl')
+    (copy/WEIGHTS).write_bytes(evil); edit(copy, weights_sha256=_sha256(copy/WEIGHTS))  # a pickle under the safe name
+    with pytest.raises(XrayModelError, match='not a readable safetensors file'): load_model(copy)
+    (tmp_path/CHECKPOINT).write_bytes(evil)  # checkpoints are read with torch.load(weights_only=True)
+    with pytest.raises(XrayDataError, match='not a readable checkpoint'): read_checkpoint(tmp_path)
+    assert not marker.exists()
+    pickle.loads(evil); assert marker.exists()  # the file really runs code when unpickled
