@@ -5,7 +5,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.error import HTTPError
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import urldefrag
 from urllib.request import urlopen
 
 import pytest, yaml
@@ -101,6 +101,7 @@ return {title: document.title, h1: (document.querySelector('main h1') || {}).tex
   ids: [...document.querySelectorAll('[id]')].map(e => e.id),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
   nav: [...document.querySelectorAll('nav.sidebar a')].map(a => a.href),
+  prev: (document.querySelector('a[rel=prev]') || {}).href, next: (document.querySelector('a[rel=next]') || {}).href,
   api: [...document.querySelectorAll('main h3[id]')].map(h => h.id)};
 """
 
@@ -133,8 +134,11 @@ def test_every_page_renders(pages):
 def test_navigation_reaches_every_chapter(pages, server):
     for name, p in pages.items():
         assert sorted(p['nav']) == sorted(server + n for n in pages), name
-    order = [urlsplit(u).path.lstrip('/') for u in pages['index.html']['nav']]
-    assert order[:2] == ['index.html', 'phantoms.html']
+    order = pages['index.html']['nav']
+    assert order[:2] == [server + 'index.html', server + 'phantoms.html']
+    for i, url in enumerate(order):   # previous/next links walk the chapters in the sidebar's order
+        p = pages[url[len(server):]]
+        assert (p['prev'], p['next']) == (order[i-1] if i else None, order[i+1] if i+1 < len(order) else None)
 
 def _stored_figures() -> list:
     "Digests of every figure stored in the notebooks' outputs (hidden cells left out)"
@@ -144,18 +148,23 @@ def _stored_figures() -> list:
             src = ''.join(c['source'])
             if re.search(r'^#\|\s*(hide\s*$|include:\s*false|output:\s*false)', src, re.M): continue
             for o in c.get('outputs', []):
-                d = o.get('data', {})
-                if 'image/png' in d: res.append(hashlib.sha256(base64.b64decode(''.join(d['image/png']))).hexdigest())
+                d = {k: ''.join(v) for k, v in o.get('data', {}).items()}
+                raw = next((base64.b64decode(d[m]) for m in ('image/png', 'image/jpeg') if m in d), None)
+                if raw is None and 'image/svg+xml' in d: raw = d['image/svg+xml'].encode()
+                if raw is not None: res.append(hashlib.sha256(raw).hexdigest())
     return res
 
 def test_figures_load_and_come_from_the_notebooks(pages):
-    "Every figure loads, and is one of the figures stored in a notebook's outputs, once for each"
-    shown = []
+    "Every figure loads, is one of the figures stored in a notebook's outputs (once for each), and none repeats on a page"
+    shown, repeated = [], []
     for name, p in pages.items():
         for src, complete, width in p['imgs']:
             assert complete and width > 0, f'{name}: {src} did not load'
             shown.append(hashlib.sha256(urlopen(src).read()).hexdigest())
+        srcs = [src for src, *_ in p['imgs']]
+        repeated += sorted({f'{name}: {src} x{srcs.count(src)}' for src in srcs if srcs.count(src) > 1})
     assert sorted(shown) == sorted(_stored_figures())
+    assert repeated == [], 'the same figure shown several times on a page (stray empty figures?)'
 
 def test_api_entries(pages):
     "Every exported function and class has its `show_doc` entry on its chapter's page, where nbdev's links point"

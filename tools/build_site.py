@@ -26,12 +26,12 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
-_exported = {'export', 'exports', 'exporti', 'exec_doc'}
+_doc_dirs = {'export', 'exports', 'exporti', 'exec_doc'}
 
 def _is_doc_cell(cell) -> bool:
     "Cells `show_doc` needs: exported code, pure imports and `show_doc` calls"
     trees = cell.parsed_() or []
-    if cell.directives_.keys() & _exported: return True
+    if cell.directives_.keys() & _doc_dirs: return True
     return bool(trees) and all(isinstance(t, (ast.Import, ast.ImportFrom)) or t in _show_docs(trees) for t in trees)
 
 class exec_doc_cells(exec_show_docs):
@@ -61,7 +61,7 @@ def chapter_files(nbs:Path) -> list:
 
 # ---- markdown and code
 
-def _highlight(code:str, lang:str='python', attrs:str='', cls:str='highlight') -> str:
+def _highlight(code:str, lang:str='python', attrs:str='', cls:str='highlight') -> str:  # `attrs`: markdown-it's signature
     "`code` coloured by Pygments, as a `<pre>` block (also markdown-it's `highlight` hook)"
     try: lexer = get_lexer_by_name(lang or 'text')
     except ClassNotFound: lexer = get_lexer_by_name('text')
@@ -145,13 +145,12 @@ def _pre(text:str, cls:str) -> str: return f'<pre class="{cls}">{html.escape(_re
 class Page:
     "One chapter: its cells as HTML; figures written to `figures/`, named by content"
     def __init__(self, md:Renderer, out:Path):
-        self.md, self.out, self.figures = md, out, 0
+        self.md, self.out = md, out
 
     def figure(self, data:str, ext:str, alt:str) -> str:
         raw = data.encode() if ext == 'svg' else base64.b64decode(data)
         name = f'figures/{hashlib.sha256(raw).hexdigest()[:16]}.{ext}'
         (self.out/name).write_bytes(raw)
-        self.figures += 1
         return f'<figure><img src="{name}" alt="{html.escape(alt)}"></figure>'
 
     def output(self, o, d:dict) -> str:
@@ -259,7 +258,9 @@ def build_site(out:Path=None, nbs:Path=None) -> Path:
     pages = [(fm.get('output-file') or nbpath2html(f.name).name, fm.get('title', f.stem)) for f, _, fm in processed]
     links = {f.name: page for (f, *_), (page, _) in zip(processed, pages)}
     md = Renderer(links, f'{cfg.doc_host}{cfg.doc_baseurl}/')
-    if out.exists(): shutil.rmtree(out)
+    if out.exists():
+        if any(out.iterdir()) and not (out/'site.css').exists(): raise SystemExit(f'{out} is neither empty nor a site: not replacing it')
+        shutil.rmtree(out)
     (out/'figures').mkdir(parents=True)
     (out/'site.css').write_text(_css + HtmlFormatter(style='friendly').get_style_defs('.highlight'))
     for i, ((f, nb, fm), (page, title)) in enumerate(zip(processed, pages)):
