@@ -1,0 +1,195 @@
+"""The documentation site: Quarto's config stays what `nbdev-docs` expects, and the site built without Quarto
+(`python tools/build_site.py`) is opened page by page in headless Chromium."""
+import base64, hashlib, json, os, re, subprocess, sys, threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urldefrag
+from urllib.request import urlopen
+
+import pytest, yaml
+from nbdev.config import get_config
+
+root = Path(__file__).parents[1]
+nbs = root/'nbs'
+artefacts = root/'test-artefacts'
+chromium, chromedriver = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
+sys.path.insert(0, str(root/'tools'))
+from build_site import chapter_files
+
+# ---- the config `nbdev-docs` reads
+
+def test_nbdev_yml_is_what_nbdev_docs_writes():
+    "`nbdev-docs` rewrites `nbdev.yml` from pyproject.toml: the committed one must already match"
+    from nbdev.quarto import _nbdev_yml
+    cfg = get_config()
+    vals = {k: cfg[k] for k in ['title', 'description', 'branch', 'git_url', 'doc_host', 'doc_baseurl']}
+    assert (nbs/'nbdev.yml').read_text() == _nbdev_yml.format(**vals, doc_path=cfg.doc_path.name)
+
+def test_quarto_yml_is_valid():
+    q = yaml.safe_load((nbs/'_quarto.yml').read_text())
+    assert q['project']['type'] == 'website'
+    assert set(q['metadata-files']) == {'nbdev.yml', 'sidebar.yml'}
+    assert (nbs/q['format']['html']['css']).exists()
+    assert not get_config().custom_sidebar   # so `nbdev-docs` writes sidebar.yml from nbs/ each time
+
+def test_nbdev_docs_executes_only_doc_cells():
+    "`nbdev-docs` executes every cell holding an import (to run `show_doc`): such cells must do nothing else"
+    from nbdev.process import NBProcessor
+    from nbdev.processors import _do_eval
+    from build_site import _is_doc_cell
+    mixed = [f'{f.name} cell {c.idx_}' for f in sorted(nbs.glob('*.ipynb')) for c in NBProcessor(f).nb.cells
+             if c.cell_type == 'code' and _do_eval(c) and not _is_doc_cell(c)]
+    assert mixed == [], ("these cells import and compute: move their imports to the notebook's import cell "
+                         "(or mark a cheap setup cell `#| exec_doc`)")
+
+def test_sidebar_lists_every_notebook():
+    assert sorted(chapter_files(nbs)) == sorted(nbs.glob('*.ipynb'))
+    assert chapter_files(nbs)[0].name == 'index.ipynb'
+
+# ---- the static site
+
+@pytest.fixture(scope='session')
+def site(tmp_path_factory):
+    "The site, built once by the documented command"
+    out = tmp_path_factory.mktemp('site')/'_site'
+    subprocess.run([sys.executable, 'tools/build_site.py', '--out', str(out)], cwd=root, check=True)
+    return out
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+@pytest.fixture(scope='session')
+def server(site):
+    "`site` served over HTTP on localhost"
+    httpd = ThreadingHTTPServer(('127.0.0.1', 0), partial(_Quiet, directory=str(site)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{httpd.server_port}/'
+    httpd.shutdown()
+
+def _need_browser():
+    missing = [str(p) for p in (chromium, chromedriver) if not p.exists()]
+    try: import selenium
+    except ImportError: missing.append('selenium (pip)')
+    if not missing: return
+    msg = f"the browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver; pip install -e '.[dev]'"
+    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'): pytest.fail(msg)
+    pytest.skip(msg)
+
+@pytest.fixture(scope='session')
+def browser():
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-dev-shm-usage',
+              '--disable-background-networking', '--disable-component-update', '--disable-sync', '--window-size=1280,900'):
+        opts.add_argument(a)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    # a fresh profile per session: chromedriver makes a temporary --user-data-dir when none is given
+    driver = webdriver.Chrome(options=opts, service=Service(str(chromedriver)))
+    yield driver
+    driver.quit()
+
+_read_page = """
+const main = document.querySelector('main');
+return {title: document.title, h1: (document.querySelector('main h1') || {}).textContent || '',
+  text: main ? main.innerText.length : 0,
+  imgs: [...document.images].map(i => [i.src, i.complete, i.naturalWidth]),
+  ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  nav: [...document.querySelectorAll('nav.sidebar a')].map(a => a.href),
+  prev: (document.querySelector('a[rel=prev]') || {}).href, next: (document.querySelector('a[rel=next]') || {}).href,
+  api: [...document.querySelectorAll('main h3[id]')].map(h => h.id)};
+"""
+
+@pytest.fixture(scope='session')
+def pages(site, server, browser):
+    "Every page of the site opened in Chromium (after its images loaded): what it shows and what the console said"
+    res = {}
+    for f in sorted(site.glob('*.html')):
+        browser.get(server + f.name)
+        res[f.name] = browser.execute_script(_read_page) | {'log': browser.get_log('browser')}
+    artefacts.mkdir(exist_ok=True)
+    browser.get(server + 'index.html')   # the home page, whole
+    browser.set_window_size(1280, min(browser.execute_script('return document.documentElement.scrollHeight'), 4000))
+    browser.save_screenshot(str(artefacts/'site-index.png'))
+    browser.set_window_size(1280, 1400)
+    browser.get(server + 'data.html')    # a chapter: its top (API entries), then its first figure
+    browser.save_screenshot(str(artefacts/'site-data.png'))
+    browser.execute_script("document.querySelector('main img').scrollIntoView({block: 'center'})")
+    browser.save_screenshot(str(artefacts/'site-data-figure.png'))
+    print(f'screenshots in {artefacts}')
+    return res
+
+def test_every_page_renders(pages):
+    assert len(pages) == len(list(nbs.glob('*.ipynb')))
+    for name, p in pages.items():
+        assert p['h1'] and p['h1'] in p['title'], name
+        assert p['text'] > 300, name
+        assert [e for e in p['log'] if e['level'] == 'SEVERE'] == [], name
+
+def test_navigation_reaches_every_chapter(pages, server):
+    for name, p in pages.items():
+        assert sorted(p['nav']) == sorted(server + n for n in pages), name
+    order = pages['index.html']['nav']
+    assert order[:2] == [server + 'index.html', server + 'phantoms.html']
+    for i, url in enumerate(order):   # previous/next links walk the chapters in the sidebar's order
+        p = pages[url[len(server):]]
+        assert (p['prev'], p['next']) == (order[i-1] if i else None, order[i+1] if i+1 < len(order) else None)
+
+def _stored_figures() -> list:
+    "Digests of every figure stored in the notebooks' outputs (hidden cells left out)"
+    res = []
+    for f in nbs.glob('*.ipynb'):
+        for c in json.loads(f.read_text())['cells']:
+            src = ''.join(c['source'])
+            if re.search(r'^#\|\s*(hide\s*$|include:\s*false|output:\s*false)', src, re.M): continue
+            for o in c.get('outputs', []):
+                d = {k: ''.join(v) for k, v in o.get('data', {}).items()}
+                raw = next((base64.b64decode(d[m]) for m in ('image/png', 'image/jpeg') if m in d), None)
+                if raw is None and 'image/svg+xml' in d: raw = d['image/svg+xml'].encode()
+                if raw is not None: res.append(hashlib.sha256(raw).hexdigest())
+    return res
+
+def test_figures_load_and_come_from_the_notebooks(pages):
+    "Every figure loads, is one of the figures stored in a notebook's outputs (once for each), and none repeats on a page"
+    shown, repeated = [], []
+    for name, p in pages.items():
+        for src, complete, width in p['imgs']:
+            assert complete and width > 0, f'{name}: {src} did not load'
+            shown.append(hashlib.sha256(urlopen(src).read()).hexdigest())
+        srcs = [src for src, *_ in p['imgs']]
+        repeated += sorted({f'{name}: {src} x{srcs.count(src)}' for src in srcs if srcs.count(src) > 1})
+    assert sorted(shown) == sorted(_stored_figures())
+    assert repeated == [], 'the same figure shown several times on a page (stray empty figures?)'
+
+def test_api_entries(pages):
+    "Every exported function and class has its `show_doc` entry on its chapter's page, where nbdev's links point"
+    from xray_fastai._modidx import d
+    missing = []
+    for mod, syms in d['syms'].items():
+        for sym, (url, _) in syms.items():
+            name = sym[len(mod)+1:]
+            if '.' in name or name.startswith('_'): continue   # methods go with their class; private names have none
+            page, frag = url.split('#')
+            if frag not in pages[page]['api']: missing.append(f'{page}#{frag}')
+    assert missing == []
+    for sym, page in [('xray_dataloaders', 'data.html'), ('classifier_learner', 'learner.html'), ('gradcam', 'explain.html')]:
+        assert sym in pages[page]['api']
+
+def test_internal_links_resolve(pages, server):
+    broken = []
+    for name, p in pages.items():
+        for link in p['links']:
+            url, frag = urldefrag(link)
+            if not url.startswith(server): continue
+            target = url[len(server):] or 'index.html'
+            if target in pages: ok = not frag or frag in pages[target]['ids']
+            else:
+                try: ok = urlopen(url).status == 200
+                except HTTPError: ok = False
+            if not ok: broken.append(f'{name} -> {link[len(server):]}')
+    assert broken == []
