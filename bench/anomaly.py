@@ -6,13 +6,14 @@ threshold at the 95th percentile of validation normals, and the test split's AUR
 sensitivity and specificity at that threshold. Writes bench/results/NAME.csv (one row per seed and score),
 NAME.md (mean ± std, the command, the hardware) and NAME_scores_seed0.csv (every image's scores, for figures).
 
-    XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py
+    XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py                      # autoencoder vs synthetic opacities
+    XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py --group autoencoders --name anomaly_ae_cpu --seeds 0
 """
 import shlex, sys, time
 from pathlib import Path
 import pandas as pd
 from fastcore.script import call_parse
-from fastai.basics import set_seed
+from fastai.basics import set_seed, merge
 from xray_fastai.data import xray_dataloaders
 from xray_fastai.anomaly import *
 from xray_fastai.models import body_stages
@@ -25,22 +26,9 @@ def _fit(learn, epochs:int, lr:float) -> float:
     learn.to_full_precision()
     return time.perf_counter() - start
 
-def run_seed(data, seed:int, size:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str, pct:float) -> tuple:
-    "Train both models for one seed; return (rows of the results table, every image's scores)"
-    dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
+def _score_rows(scores:dict, dls, seed:int, pct:float) -> tuple:
+    "Rows of the results table for each score, and every image's scores"
     valid, test = anomaly_items(dls, 'valid'), anomaly_items(dls, 'test')
-    set_seed(seed)
-    ae = autoencoder_learner(dls, widths=ae_widths, loss=loss)
-    ae_s = _fit(ae, ae_epochs, 3e-3)
-    set_seed(seed)
-    op = opacity_learner(dls)
-    op_s = _fit(op, opacity_epochs, 2e-3)
-    scores = {'AE mse': (ReconstructionScore(ae.model, 'mse'), ae_s),
-              'AE ssim': (ReconstructionScore(ae.model, 'ssim', 1/dls.stats[1]), ae_s),
-              'AE encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), ae_s),
-              'opacity model': (ClassifierScore(op.model), op_s),
-              'opacity embedding density': (FeatureDensity(op.model).fit(dls), op_s),
-              'opacity body density': (FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls), op_s)}
     rows, per_image = [], {}
     for name, (score, train_s) in scores.items():
         sv, st = anomaly_scores(score, dls, valid), anomaly_scores(score, dls, test)
@@ -53,8 +41,35 @@ def run_seed(data, seed:int, size:int, ae_widths:tuple, ae_epochs:int, opacity_e
     images['path'] = images['path'].map(lambda p: '/'.join(Path(p).parts[-3:]))   # split/CLASS/file: no local folders
     return rows, images.assign(**per_image)
 
+def _autoencoder_scores(dls, seed:int, epochs:int, name:str='AE', **kwargs) -> dict:
+    "Train an autoencoder; its reconstruction scores and its encoder's feature density"
+    set_seed(seed)
+    ae = autoencoder_learner(dls, **kwargs)
+    s = _fit(ae, epochs, 3e-3)
+    return {f'{name} mse': (ReconstructionScore(ae.model, 'mse'), s),
+            f'{name} ssim': (ReconstructionScore(ae.model, 'ssim', 1/dls.stats[1]), s),
+            f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
+
+def run_seed(dls, seed:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str) -> dict:
+    "The main comparison: the autoencoder's scores and the synthetic-opacity model's"
+    scores = _autoencoder_scores(dls, seed, ae_epochs, widths=ae_widths, loss=loss)
+    set_seed(seed)
+    op = opacity_learner(dls)
+    s = _fit(op, opacity_epochs, 2e-3)
+    return {**scores, 'opacity model': (ClassifierScore(op.model), s),
+            'opacity embedding density': (FeatureDensity(op.model).fit(dls), s),
+            'opacity body density': (FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls), s)}
+
+AE_VARIANTS = {'AE (mse loss)': dict(loss='mse'), 'AE (ssim loss)': dict(loss='ssim'), 'AE (mix loss)': dict(loss='mix'),
+               'AE (masked)': dict(mask=0.25), 'AE (denoising)': dict(noise=0.3), 'VAE': dict(variational=True)}
+
+def run_autoencoders(dls, seed:int, ae_widths:tuple, ae_epochs:int) -> dict:
+    "The autoencoder variants: losses, masking, denoising, variational"
+    return merge(*[_autoencoder_scores(dls, seed, ae_epochs, name, widths=ae_widths, **kw) for name, kw in AE_VARIANTS.items()])
+
 @call_parse
 def main(name:str='anomaly_cpu', # Results file name under bench/results
+         group:str='main', # 'main' (autoencoder vs synthetic-opacity model) or 'autoencoders' (losses, masking, denoising, VAE)
          size:int=96, # Image side in pixels
          ae_widths:str='16,32,64,128', # Autoencoder encoder widths (comma-separated)
          ae_epochs:int=8, # Autoencoder epochs per seed
@@ -68,7 +83,11 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
     start, rows = time.perf_counter(), []
     for seed in (int(s) for s in seeds.split(',')):
-        r, images = run_seed(data, seed, size, tuple(int(w) for w in ae_widths.split(',')), ae_epochs, opacity_epochs, loss, pct)
+        dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
+        widths = tuple(int(w) for w in ae_widths.split(','))
+        scores = (run_seed(dls, seed, widths, ae_epochs, opacity_epochs, loss) if group == 'main'
+                  else run_autoencoders(dls, seed, widths, ae_epochs))
+        r, images = _score_rows(scores, dls, seed, pct)
         rows += r
         if seed == 0: images.to_csv(out/f'{name}_scores_seed0.csv', index=False)
         pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)   # after every seed: a long run keeps what it did
@@ -76,8 +95,9 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     cols = ['test_auroc', 'test_auprc', 'test_accuracy', 'test_f1', 'test_sensitivity', 'test_specificity', 'valid_auroc', 'train_s']
     table = mean_std(df, cols)
     cmd = 'python bench/anomaly.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-    md = (f"# {name}\n\nTrained on train/NORMAL only (patient split, light augmentation), {size} px; autoencoder "
-          f"{ae_widths} ({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs; threshold at the {pct:g}th "
+    what = (f"autoencoder {ae_widths} ({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs" if group == 'main'
+            else f"autoencoder variants {list(AE_VARIANTS)}, {ae_widths}, {ae_epochs} epochs")
+    md = (f"# {name}\n\nTrained on train/NORMAL only (patient split, light augmentation), {size} px; {what}; threshold at the {pct:g}th "
           f"percentile of validation normals; seeds {seeds}\n\nHardware: {hardware()}. Total wall time "
           f"{time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n```\n{table.to_string()}\n```\n")
     (out/f'{name}.md').write_text(md)
