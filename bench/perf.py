@@ -89,8 +89,10 @@ def main(size:int=128, # Image side in pixels
          aug:str='report', # Augmentation preset
          data:str=None, # Data folder; $XRAY_DATA, else the built-in phantoms
          name:str='perf_cpu', # Results file name under bench/results; '' writes nothing
+         threads:int=0, # torch threads; 0 keeps torch's default. 1 is steadier on a machine shared with other jobs
         ):
     "Training and inference images/s of the data pipeline, plain PyTorch and fastai, in fp32 and bf16 + channels_last"
+    if threads: torch.set_num_threads(threads)
     torch.manual_seed(0)
     dls = xray_dataloaders(xray_source(data), size=size, bs=bs, aug=aug)
     need = warmup + batches
@@ -103,7 +105,9 @@ def main(size:int=128, # Image side in pixels
     plain = [tuple(t.as_subclass(Tensor) for t in b) for b in premade]  # what a PyTorch DataLoader would give
     replay = DataLoaders(premade, premade[:1])  # a `Learner` trains on any lists of batches
     best = {}
-    def keep(key, seconds): best[key] = min(best.get(key, float('inf')), seconds)
+    def keep(key, seconds):
+        best[key] = min(best.get(key, float('inf')), seconds)
+        print(f"  {key}: {bs*batches/seconds:.0f} images/s", file=sys.stderr, flush=True)
     for r in range(repeats):
         keep('data pipeline alone', timed_batches(dls.train, warmup, batches))
         for t, s in tfm_seconds(dls.train, raw).items(): keep(f'  batch transform: {t}', s)
