@@ -24,23 +24,26 @@ from xray_fastai.models import xray_model
 from xray_fastai.learner import xray_learner
 from xray_fastai.experiments import hardware
 
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
+now = CLOCKS['wall']  # the clock that `--clock` picks
+
 class StepClock(Callback):
     "Time training batches `warmup` to `warmup+n` (data loading included), then stop the fit"
     order = 100  # after every other callback's `after_batch`
     def __init__(self, warmup:int, n:int): store_attr()
     def after_batch(self):
         if not self.training: return
-        if self.iter == self.warmup-1: self.start = time.perf_counter()
+        if self.iter == self.warmup-1: self.start = now()
         if self.iter == self.warmup+self.n-1:
-            self.seconds = time.perf_counter() - self.start
+            self.seconds = now() - self.start
             raise CancelFitException
 
 def timed_batches(batches, warmup:int, n:int, step=noop) -> float:
     "Seconds to draw `n` batches from `batches` and `step` each, after `warmup` untimed ones"
     for i, b in enumerate(batches):
         step(b)
-        if i == warmup-1: start = time.perf_counter()
-        if i == warmup+n-1: return time.perf_counter() - start
+        if i == warmup-1: start = now()
+        if i == warmup+n-1: return now() - start
     raise ValueError(f"only {i+1} batches; need {warmup+n}")
 
 def plain_step(model:nn.Module, fast:bool):
@@ -66,18 +69,18 @@ def bench_learner(dls:DataLoaders, fast:bool, batches:DataLoaders=None) -> Learn
 
 def fastai_seconds(learn:Learner, warmup:int, n:int) -> float:
     "Seconds of `n` training batches of `learn.fit`"
-    clock = StepClock(warmup, n)
-    learn.fit(1, 1e-3, cbs=clock)
-    return clock.seconds
+    timer = StepClock(warmup, n)
+    learn.fit(1, 1e-3, cbs=timer)
+    return timer.seconds
 
 def tfm_seconds(dl:TfmdDL, raw:list) -> dict:
     "Seconds each batch transform of `dl` takes over the raw (uint8, collated) batches `raw`"
     res = {}
     for b in raw:
         for f in dl.after_batch.fs:
-            start = time.perf_counter()
+            start = now()
             b = f(b)
-            res[type(f).__name__] = res.get(type(f).__name__, 0.) + time.perf_counter() - start
+            res[type(f).__name__] = res.get(type(f).__name__, 0.) + now() - start
     return res
 
 @call_parse
@@ -90,9 +93,11 @@ def main(size:int=128, # Image side in pixels
          data:str=None, # Data folder; $XRAY_DATA, else the built-in phantoms
          name:str='perf_cpu', # Results file name under bench/results; '' writes nothing
          threads:int=0, # torch threads; 0 keeps torch's default. 1 is steadier on a machine shared with other jobs
+         clock:str='wall', # 'wall' seconds, or 'cpu' seconds of this process: steady on a shared machine, but without DataLoader workers
         ):
     "Training and inference images/s of the data pipeline, plain PyTorch and fastai, in fp32 and bf16 + channels_last"
     if threads: torch.set_num_threads(threads)
+    globals()['now'] = CLOCKS[clock]
     torch.manual_seed(0)
     dls = xray_dataloaders(xray_source(data), size=size, bs=bs, aug=aug)
     need = warmup + batches
@@ -118,7 +123,7 @@ def main(size:int=128, # Image side in pixels
             keep(f'{p}|fastai loop, pre-made batches', fastai_seconds(bench_learner(dls, fast, replay), warmup, batches))
             keep(f'{p}|fastai loop, live data pipeline (full epoch)', fastai_seconds(bench_learner(dls, fast), warmup, batches))
             learn = bench_learner(dls, fast)
-            start = time.perf_counter(); learn.get_preds(dl=infer_dl); s = time.perf_counter() - start
+            start = now(); learn.get_preds(dl=infer_dl); s = now() - start
             keep(f'{p}|inference (get_preds, live pipeline)', s * batches / len(infer_dl))
         print(f"round {r+1}/{repeats} done", file=sys.stderr)
     ips = {k: bs*batches/s for k, s in best.items()}
@@ -141,7 +146,7 @@ def main(size:int=128, # Image side in pixels
     src = 'the built-in phantoms' if data is None and 'XRAY_DATA' not in os.environ else str(xray_source(data))
     md = (f"# Training and inference speed ({name})\n\nCommand: `{'XRAY_DATA=' + os.environ['XRAY_DATA'] + ' ' if 'XRAY_DATA' in os.environ else ''}{cmd}`\n\n"
           f"Data: {src}, {size} px, batch size {bs}, augmentation '{aug}'; model `vgg` (widths 16-32-64-128); "
-          f"{batches} timed batches after {warmup} warm-up ones, best of {repeats} interleaved rounds.\n\n"
+          f"{batches} timed batches after {warmup} warm-up ones, best of {repeats} interleaved rounds, {clock} clock.\n\n"
           f"Hardware: {hardware()}.\n\n"
           f"Images/s (training unless said otherwise; batch transforms: images/s of that transform alone):\n\n"
           f"```\n{table.to_string()}\n```\n\nRatios:\n\n```\n{ratios.to_string()}\n```\n")
