@@ -9,9 +9,11 @@ Not a test. In one run, on the same `vgg` model and the same data, it measures t
 - inference (`Learner.get_preds`) in both precisions.
 
 Absolute times drift on shared machines, so it interleaves the measurements, keeps the best of `--repeats` rounds
-and prints ratios. Results go to bench/results/NAME.md with the command and the hardware. Example:
+and prints ratios. On a machine shared with other jobs, `--threads 1 --clock cpu` (CPU seconds of the main process:
+the batch transforms and the model, not the DataLoader workers) keeps them steady. Results go to
+bench/results/NAME.md with the command and the hardware. Example:
 
-    XRAY_DATA=../shared/data/chest_xray python bench/perf.py --size 128 --bs 64 --batches 20
+    XRAY_DATA=../shared/data/chest_xray python bench/perf.py --size 128 --bs 64 --batches 10 --threads 1 --clock cpu
 """
 import shlex, sys, time
 from pathlib import Path

@@ -11,7 +11,8 @@ FILES = {'config.json', 'model.safetensors', 'metrics.json', 'per_class.csv', 't
 def test_two_processes(kaggle_dir, tmp_path):
     out, cache = tmp_path/'run', tmp_path/'cache'
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), 'MPLBACKEND': 'agg',
-           'PYTHONWARNINGS': 'ignore', 'XRAY_CACHE': str(cache), 'OMP_NUM_THREADS': '1'}
+           'PYTHONWARNINGS': 'ignore', 'XRAY_CACHE': str(cache), 'OMP_NUM_THREADS': '1',
+           'CUDA_VISIBLE_DEVICES': ''}  # CPU processes talking through gloo, even where there is a GPU
     # `accelerate launch --cpu` starts several CPU processes only through MPI; torchrun starts them as it does GPU ones
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
            '-m', 'xray_fastai.distributed', '--data', kaggle_dir, '--out', out, '--size', '32', '--epochs', '2', '--bs', '4']
