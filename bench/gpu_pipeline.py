@@ -96,7 +96,9 @@ def anomaly_task(items, out, args) -> dict:
 def gradcam_task(learn, out, n:int=8) -> dict:
     "Grad-CAM maps of a batch of test images"
     start = time.perf_counter()
-    x, y = (t.as_subclass(Tensor) for t in learn.dls.test_split_dl(bs=n).one_batch())  # `cam_grid` formats plain tensors
+    items = learn.dls.items
+    rows = items[items['split'] == 'test'].groupby('binary').head(n//2)  # both classes
+    x, y = (t.as_subclass(Tensor) for t in learn.dls.test_dl(rows, with_labels=True, bs=n).one_batch())  # `cam_grid` formats plain tensors
     with GradCAM(learn.model) as cam: fig = cam_grid(cam, x, y, learn.dls.vocab)
     if x.device.type == 'cuda': torch.cuda.synchronize()
     fig.savefig(out/'gradcam.png', dpi=80); plt.close('all')
