@@ -1,0 +1,30 @@
+"""Peak memory of a command and of the processes it starts (DataLoader workers), for the issue's 4 GiB budget.
+
+Not a test. Samples the process tree every second (psutil): the sum of RSS counts pages shared between the main
+process and its forked workers once per process, the sum of PSS splits them, so the truth lies near the PSS sum.
+The largest single process's exact peak RSS comes from the kernel when the command ends. Example:
+
+    python bench/memory.py python -m xray_fastai.cli train --data ../shared/data/chest_xray --epochs 1
+"""
+import resource, subprocess, sys, time
+try: import psutil
+except ImportError: sys.exit("bench/memory.py needs psutil: pip install psutil")
+
+def main(cmd:list):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, peak_rss, peak_pss, n = psutil.Process(p.pid), 0, 0, 0
+    while p.poll() is None:
+        rss = pss = 0
+        try: ps = [proc] + proc.children(recursive=True)
+        except psutil.NoSuchProcess: break
+        for q in ps:
+            try: mi = q.memory_full_info(); rss += mi.rss; pss += mi.pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied): pass
+        peak_rss, peak_pss, n = max(peak_rss, rss), max(peak_pss, pss), max(n, len(ps))
+        time.sleep(1)
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
+    print(f"exit {p.returncode}; largest process: peak RSS {largest/2**30:.2f} GiB; process tree (up to {n} processes, "
+          f"sampled each second): peak sum of RSS {peak_rss/2**30:.2f} GiB, peak sum of PSS {peak_pss/2**30:.2f} GiB")
+    return p.returncode
+
+if __name__ == '__main__': sys.exit(main(sys.argv[1:]))
