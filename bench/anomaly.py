@@ -8,6 +8,7 @@ NAME.md (mean ± std, the command, the hardware) and NAME_scores_seed0.csv (ever
 
     XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py                      # autoencoder vs synthetic opacities
     XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py --group autoencoders --name anomaly_ae_cpu --seeds 0
+    XRAY_DATA=../shared/data/chest_xray python bench/anomaly.py --group opacity --size 128 --name anomaly_opacity128_cpu --seeds 0
 """
 import shlex, sys, time
 from pathlib import Path
@@ -50,15 +51,18 @@ def _autoencoder_scores(dls, seed:int, epochs:int, name:str='AE', **kwargs) -> d
             f'{name} ssim': (ReconstructionScore(ae.model, 'ssim', 1/dls.stats[1]), s),
             f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
 
-def run_seed(dls, seed:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str) -> dict:
-    "The main comparison: the autoencoder's scores and the synthetic-opacity model's"
-    scores = _autoencoder_scores(dls, seed, ae_epochs, widths=ae_widths, loss=loss)
+def _opacity_scores(dls, seed:int, epochs:int) -> dict:
+    "Train the synthetic-opacity model; its probability and the feature densities of its embedding and body stages"
     set_seed(seed)
     op = opacity_learner(dls)
-    s = _fit(op, opacity_epochs, 2e-3)
-    return {**scores, 'opacity model': (ClassifierScore(op.model), s),
+    s = _fit(op, epochs, 2e-3)
+    return {'opacity model': (ClassifierScore(op.model), s),
             'opacity embedding density': (FeatureDensity(op.model).fit(dls), s),
             'opacity body density': (FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls), s)}
+
+def run_seed(dls, seed:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str) -> dict:
+    "The main comparison: the autoencoder's scores and the synthetic-opacity model's"
+    return {**_autoencoder_scores(dls, seed, ae_epochs, widths=ae_widths, loss=loss), **_opacity_scores(dls, seed, opacity_epochs)}
 
 AE_VARIANTS = {'AE (mse loss)': dict(loss='mse'), 'AE (ssim loss)': dict(loss='ssim'), 'AE (mix loss)': dict(loss='mix'),
                'AE (masked)': dict(mask=0.25), 'AE (denoising)': dict(noise=0.3), 'VAE': dict(variational=True)}
@@ -69,7 +73,7 @@ def run_autoencoders(dls, seed:int, ae_widths:tuple, ae_epochs:int) -> dict:
 
 @call_parse
 def main(name:str='anomaly_cpu', # Results file name under bench/results
-         group:str='main', # 'main' (autoencoder vs synthetic-opacity model) or 'autoencoders' (losses, masking, denoising, VAE)
+         group:str='main', # 'main' (autoencoder vs synthetic-opacity model), 'opacity' (that model alone) or 'autoencoders' (losses, masking, denoising, VAE)
          size:int=96, # Image side in pixels
          ae_widths:str='16,32,64,128', # Autoencoder encoder widths (comma-separated)
          ae_epochs:int=8, # Autoencoder epochs per seed
@@ -85,8 +89,9 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     for seed in (int(s) for s in seeds.split(',')):
         dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
         widths = tuple(int(w) for w in ae_widths.split(','))
-        scores = (run_seed(dls, seed, widths, ae_epochs, opacity_epochs, loss) if group == 'main'
-                  else run_autoencoders(dls, seed, widths, ae_epochs))
+        scores = {'main': lambda: run_seed(dls, seed, widths, ae_epochs, opacity_epochs, loss),
+                  'opacity': lambda: _opacity_scores(dls, seed, opacity_epochs),
+                  'autoencoders': lambda: run_autoencoders(dls, seed, widths, ae_epochs)}[group]()
         r, images = _score_rows(scores, dls, seed, pct)
         rows += r
         if seed == 0: images.to_csv(out/f'{name}_scores_seed0.csv', index=False)
@@ -95,8 +100,9 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     cols = ['test_auroc', 'test_auprc', 'test_accuracy', 'test_f1', 'test_sensitivity', 'test_specificity', 'valid_auroc', 'train_s']
     table = mean_std(df, cols)
     cmd = 'python bench/anomaly.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-    what = (f"autoencoder {ae_widths} ({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs" if group == 'main'
-            else f"autoencoder variants {list(AE_VARIANTS)}, {ae_widths}, {ae_epochs} epochs")
+    what = dict(main=f"autoencoder {ae_widths} ({loss} loss) {ae_epochs} epochs, synthetic-opacity VGG {opacity_epochs} epochs",
+                opacity=f"synthetic-opacity VGG {opacity_epochs} epochs",
+                autoencoders=f"autoencoder variants {list(AE_VARIANTS)}, {ae_widths}, {ae_epochs} epochs")[group]
     md = (f"# {name}\n\nTrained on train/NORMAL only (patient split, light augmentation), {size} px; {what}; threshold at the {pct:g}th "
           f"percentile of validation normals; seeds {seeds}\n\nHardware: {hardware()}. Total wall time "
           f"{time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n```\n{table.to_string()}\n```\n")
