@@ -7,6 +7,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/explain.html.md"""
 # %% ../nbs/10_explain.ipynb #c0b3e61d
 from __future__ import annotations
 import copy
+from typing import Callable
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch import Tensor
@@ -119,7 +120,7 @@ def show_cam(
 ) -> plt.Axes:
     "Draw the heatmap `heat` over the grey image `img`"
     img = np.asarray(img, dtype=np.float32).squeeze()
-    ax = ifnone(ax, plt.subplots(figsize=(3,3))[1])
+    if ax is None: _, ax = plt.subplots(figsize=(3,3))
     ax.imshow(img, cmap='gray')
     if heat is not None: ax.imshow(np.asarray(heat), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     if title: ax.set_title(title, fontsize=9)
@@ -214,7 +215,7 @@ def plot_randomisation(df:pd.DataFrame, # From `randomisation_test`, or several 
                        ax:plt.Axes=None, # Axes to draw on
                       ) -> plt.Axes:
     "Rank correlation against the number of randomised blocks"
-    ax = ifnone(ax, plt.subplots(figsize=(6,3))[1])
+    if ax is None: _, ax = plt.subplots(figsize=(6,3))
     groups = df.groupby('method', sort=False) if 'method' in df else [('', df)]
     for k, d in groups: ax.plot(range(len(d)), d.spearman, 'o-', label=k)
     d = df[df.method == df.method.iloc[0]] if 'method' in df else df
