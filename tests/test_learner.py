@@ -50,3 +50,13 @@ def test_training_rows_never_include_test_images(phantoms):
     fit = set(dls.train.items.path) | set(dls.valid.items.path)
     assert not fit & set(dls.items.query("split == 'test'").path)
     assert set(dls.test_split_dl().items.path) == set(dls.items.query("split == 'test'").path)
+
+def test_evaluate_on_a_test_split_smaller_than_top_k(tmp_path):
+    "The report folder is written even when the test split has fewer images than the most-confused grid"
+    from xray_fastai.evaluate import evaluate
+    data = make_phantoms(tmp_path/'data', n_train=40, n_test=4, size=32, seed=1)
+    learn = classifier_learner(data, 'binary', size=32, bs=8, learner_kwargs=dict(model_kwargs=dict(widths=(8, 16))))
+    learn.fit(1, 1e-3)
+    res = evaluate(learn, folder=tmp_path/'report', top_k=9)
+    assert res['argmax']['n'] == 4
+    assert (tmp_path/'report'/'most_confused.png').stat().st_size > 0

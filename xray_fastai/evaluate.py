@@ -100,6 +100,7 @@ def evaluate(learn:Learner, # A trained classifier
     fig, ax = plt.subplots(figsize=(4.5, 4.5)); plot_roc(probs, targets, vocab, ax)
     fig.tight_layout(); fig.savefig(folder/'roc.png', dpi=100); plt.close(fig)
     interp = ClassificationInterpretation.from_learner(learn, dl=dl)
-    interp.plot_top_losses(top_k, nrows=3, figsize=(9, 9))
+    k = min(top_k, len(interp.losses))   # a small test split has fewer images than `top_k`
+    interp.plot_top_losses(k, nrows=min(3, k), figsize=(9, 9))
     plt.gcf().savefig(folder/'most_confused.png', dpi=80); plt.close('all')
     return res
