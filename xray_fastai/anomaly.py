@@ -200,10 +200,16 @@ class ReconstructionScore:
         data_range:float=4., # Span of the normalised pixel values, for SSIM
     ): store_attr()
 
-    def error_map(self, x:Tensor) -> Tensor:
-        "Per-pixel error of the reconstruction of `x`, (B,1,H,W)"
+    def reconstruct(self, x:Tensor) -> Tensor:
+        "The autoencoder's reconstruction of `x`, on the CPU in float32"
         self.model.eval()
-        with torch.no_grad(): r = self.model(x.to(next(self.model.parameters()).device)).float().cpu()
+        with torch.no_grad(): return self.model(x.to(next(self.model.parameters()).device)).float().cpu()
+
+    def error_map(self, x:Tensor, # (B,1,H,W) normalised images
+                  r:Tensor=None, # Their reconstruction, if already computed
+                 ) -> Tensor:
+        "Per-pixel error of the reconstruction of `x`, (B,1,H,W)"
+        if r is None: r = self.reconstruct(x)
         x = x.cpu().float()
         if self.kind == 'mse': return (r - x)**2
         if self.kind == 'l1': return (r - x).abs()
@@ -229,8 +235,8 @@ class FeatureDensity:
            ):
         "Fit the Gaussian to the features of normal images"
         if items is None: items = check_normal_only(dls).train.items
-        dl = dls.test_dl(items, with_labels=False, bs=64)
-        self.gauss = LedoitWolf().fit(np.concatenate([self._features(b[0]) for b in dl]))
+        feats = extract_features(self.model, dls.test_dl(items, with_labels=False, bs=64), self.layers, progress=False)[0]
+        self.gauss = LedoitWolf().fit(np.concatenate(list(feats.values()), 1))
         return self
 
     def __call__(self, x:Tensor) -> Tensor:
@@ -342,8 +348,9 @@ def show_reconstructions(score:ReconstructionScore, # The autoencoder's score (i
                         ) -> plt.Figure:
     "Input, reconstruction and error map of each image of `items`, with its class and score"
     x = first(dls.test_dl(items, with_labels=False, bs=len(items)))[0].cpu()
-    with torch.no_grad(): r = score.model.eval()(x.to(next(score.model.parameters()).device)).float().cpu()
-    err, s = score.error_map(x), score(x).tolist()
+    r = score.reconstruct(x)
+    err = score.error_map(x, r)
+    s = err.mean((1, 2, 3)).tolist()
     fig, axs = plt.subplots(3, len(x), figsize=(1.9*len(x), 6), squeeze=False)
     for j, (cls, name) in enumerate(zip(items['multiclass'].fillna(items['binary']), items['path'])):
         for i, (img, cmap) in enumerate(((x[j, 0], 'gray'), (r[j, 0], 'gray'), (err[j, 0], 'magma'))):
