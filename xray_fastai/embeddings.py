@@ -160,21 +160,28 @@ def get_embeddings(learn:Learner|nn.Module, # A trained classifier, or a bare mo
 
 # %% ../nbs/09_embeddings.ipynb #880e095d
 def fit_knn(train:Embeddings, # Embeddings to fit on
-            valid:Embeddings, # Embeddings to choose `k` and the metric on
+            valid:Embeddings, # Embeddings to choose `k`, the metric and the weighting on
             ks:list=(1, 3, 5, 9, 15, 25, 45), # Numbers of neighbours to try
             metrics:list=('euclidean', 'cosine'), # Distances to try
+            weights:list=('uniform',), # Vote weightings to try: 'uniform' and/or 'distance'
+            by:str='balanced_accuracy', # Validation criterion: 'balanced_accuracy', 'accuracy' or 'log_loss'
            ) -> tuple: # (fitted `KNeighborsClassifier`, grid `DataFrame` of validation scores)
-    "A kNN classifier on `train`, with `k` and the metric chosen by balanced accuracy on `valid`"
-    rows = []
-    for metric in metrics:
-        for k in ks:
-            if k > len(train): continue
-            p = KNeighborsClassifier(k, metric=metric).fit(train.x, train.y).predict(valid.x)
-            rows.append(dict(k=k, metric=metric, balanced_accuracy=skm.balanced_accuracy_score(valid.y, p),
-                             accuracy=skm.accuracy_score(valid.y, p)))
+    "A kNN classifier on `train`, with `k`, the metric and the weighting chosen by `by` on `valid`"
+    if by not in ('balanced_accuracy', 'accuracy', 'log_loss'):
+        raise ValueError(f"by must be 'balanced_accuracy', 'accuracy' or 'log_loss', not {by!r}")
+    rows, labels = [], np.arange(max(len(train.vocab), train.y.max()+1, valid.y.max()+1))
+    for w in weights:
+        for metric in metrics:
+            for k in ks:
+                if k > len(train): continue
+                knn = KNeighborsClassifier(k, metric=metric, weights=w).fit(train.x, train.y)
+                p = knn_probs(knn, valid, len(labels))
+                pred = p.argmax(1)
+                rows.append(dict(k=k, metric=metric, weights=w, balanced_accuracy=skm.balanced_accuracy_score(valid.y, pred),
+                                 accuracy=skm.accuracy_score(valid.y, pred), log_loss=skm.log_loss(valid.y, p, labels=labels)))
     grid = pd.DataFrame(rows)
-    best = grid.loc[grid.balanced_accuracy.idxmax()]  # first of the best: the smallest k, euclidean before cosine
-    return KNeighborsClassifier(int(best.k), metric=best.metric).fit(train.x, train.y), grid
+    best = grid.loc[grid[by].idxmin() if by == 'log_loss' else grid[by].idxmax()]  # first of the best: smallest k, in grid order
+    return KNeighborsClassifier(int(best.k), metric=best.metric, weights=best.weights).fit(train.x, train.y), grid
 
 def knn_probs(knn:KNeighborsClassifier, # From `fit_knn`
               emb:Embeddings, # Embeddings to classify
@@ -195,7 +202,7 @@ def knn_vs_head(learn:Learner, # The classifier the embeddings come from
     dl = dl or learn.dls.test_split_dl()
     probs, targs = learn.get_preds(dl=dl)
     if _dl_paths(dl) != test.paths: raise ValueError("the head's images and the embeddings' images differ")
-    name = f"kNN (k={knn.n_neighbors}, {knn.metric})"
+    name = f"kNN (k={knn.n_neighbors}, {knn.metric}{', distance-weighted' if knn.weights == 'distance' else ''})"
     res = {'network head': classification_scores(probs, targs), name: classification_scores(knn_probs(knn, test), test.y)}
     cols = [c for c in res[name] if c not in ('confusion', 'threshold', 'n')]
     return pd.DataFrame({k: {c: v[c] for c in cols} for k, v in res.items()}).T, res

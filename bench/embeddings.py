@@ -1,0 +1,114 @@
+"""Benchmark: kNN on a classifier's embeddings against the classifier's own head, over seeds, on real data.
+
+Not a test: it trains two classifiers per seed (binary and 3-class) for minutes each. For every model it extracts
+the fitting, validation and test embeddings, fits kNN votes whose settings are chosen on the validation embeddings
+only, and scores the head and each vote on the same test images at the argmax. Results go to bench/results/NAME.csv
+(one row per seed and task) and NAME.md (mean ± std, the command, the hardware, the wall time). Example:
+
+    XRAY_DATA=../shared/data/chest_xray python bench/embeddings.py --name embeddings_cpu
+"""
+import shlex, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd
+from fastcore.script import call_parse
+from xray_fastai.experiments import train_classifier, mean_std, hardware
+from xray_fastai.models import body_stages, embedding_layer
+from xray_fastai.embeddings import get_layer_embeddings, fit_knn, knn_vs_head
+from xray_fastai.export import save_model
+
+WIDE_KS = (1, 3, 5, 9, 15, 25, 45, 75, 125, 200)
+# Each kNN procedure: (layers it may use, `fit_knn` settings). Every choice is made on the validation embeddings.
+PROCEDURES = {
+    'knn_chapter': (('embedding',), {}),  # the chapter's defaults: k up to 45, uniform votes, by balanced accuracy
+    'knn_acc': (('embedding',), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='accuracy')),
+    'knn_logloss': (('embedding',), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='log_loss')),
+    'knn_layer_acc': (('stage3', 'stage4', 'embedding'), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='accuracy')),
+}
+SCORES = ('accuracy', 'roc_auc', 'balanced_accuracy', 'f1_macro')
+
+def macro_f1(confusion) -> float:
+    "Unweighted mean over classes of F1, from a confusion matrix (rows: true classes)"
+    c = np.asarray(confusion, float); tp = np.diag(c)
+    return float(np.mean(2*tp / np.maximum(c.sum(0) + c.sum(1), 1)))
+
+def _scores(prefix:str, s:dict) -> dict:
+    return {f'{prefix}_{k}': (macro_f1(s['confusion']) if k == 'f1_macro' else s[k]) for k in SCORES}
+
+def choose(embs:dict, layers:tuple, by:str, **kwargs) -> tuple:
+    "The kNN (and its layer) that is best on validation by `by` over `layers`"
+    fits = {l: fit_knn(embs['train'][l], embs['valid'][l], by=by, **kwargs) for l in layers}
+    def best(l): g = fits[l][1]; return g[by].min() if by == 'log_loss' else -g[by].max()
+    layer = min(layers, key=best)  # first of the best, in the order given
+    return layer, fits[layer][0], fits[layer][1]
+
+def evaluate_seed(learn, rec:dict, task:str, seed:int) -> dict:
+    "Head and kNN test scores for one trained classifier"
+    named = [*body_stages(learn.model)[-2:], ('embedding', embedding_layer(learn.model))]
+    embs = {s: dict(zip([n for n, _ in named], get_layer_embeddings(learn, s, [m for _, m in named], progress=False).values()))
+            for s in ('train', 'valid', 'test')}
+    row = dict(task=task, seed=seed, train_s=rec['train_s'], head_valid_accuracy=rec['valid_accuracy'])
+    for name, (layers, kw) in PROCEDURES.items():
+        kw = {'by': 'balanced_accuracy', **kw}
+        layer, knn, grid = choose(embs, layers, **kw)
+        table, res = knn_vs_head(learn, knn, embs['test'][layer])
+        head, vote = res.values()
+        if name == 'knn_chapter': row.update(_scores('head', head))
+        row.update(_scores(name, vote))
+        row.update({f'{name}_gap': row['head_accuracy'] - vote['accuracy'], f'{name}_layer': layer, f'{name}_k': knn.n_neighbors,
+                    f'{name}_metric': knn.metric, f'{name}_weights': knn.weights,
+                    f'{name}_valid_accuracy': grid.loc[(grid.k == knn.n_neighbors) & (grid.metric == knn.metric)
+                                                       & (grid.weights == knn.weights), 'accuracy'].item()})
+    return row
+
+def long_table(df:pd.DataFrame) -> pd.DataFrame:
+    "One row per task, seed and classifier (the head or a kNN procedure)"
+    rows = []
+    for r in df.to_dict('records'):
+        for clf in ('head', *PROCEDURES):
+            rows.append(dict(task=r['task'], seed=r['seed'], classifier=clf, **{s: r[f'{clf}_{s}'] for s in SCORES},
+                             gap_points=100*r.get(f'{clf}_gap', 0.)))
+    return pd.DataFrame(rows)
+
+@call_parse
+def main(name:str='embeddings_cpu', # Results file name under bench/results
+         tasks:str='binary,multiclass', # Comma-separated tasks
+         arch:str='vgg', # Model architecture
+         size:int=96, # Image side in pixels
+         epochs:int=3, # Epochs per model
+         lr:float=2e-3, # Peak learning rate
+         bs:int=64, # Batch size
+         aug:str='light', # Augmentation preset
+         widths:str='16,32,64,128', # VGG stage widths (comma-separated); ignored by other architectures
+         seeds:str='0,1,2', # Comma-separated seeds
+         data:str=None, # Data folder; $XRAY_DATA by default
+         keep:str=None, # Save each model here (`save_model`, one folder per task and seed)
+        ):
+    "Train a classifier per task and seed; compare kNN votes on its embeddings (chosen on validation) with its head on test"
+    out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
+    seeds = [int(s) for s in seeds.split(',')]
+    start = time.perf_counter()
+    model_kwargs = dict(widths=tuple(int(w) for w in widths.split(','))) if arch == 'vgg' else {}
+    rows = []
+    for seed in seeds:
+        for task in tasks.split(','):
+            learn, rec = train_classifier(data, task, arch, epochs=epochs, lr=lr, seed=seed, size=size, bs=bs, aug=aug,
+                                          learner_kwargs=dict(model_kwargs=model_kwargs))
+            if keep: save_model(learn, Path(keep)/f'{task}_seed{seed}', model_kwargs)
+            rows.append(evaluate_seed(learn, rec, task, seed))
+            pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every model: a stopped run keeps its rows
+            print(f"{task} seed {seed}: head {rows[-1]['head_accuracy']:.3f}, "
+                  + ', '.join(f"{p} {rows[-1][p+'_accuracy']:.3f}" for p in PROCEDURES), flush=True)
+    df = pd.DataFrame(rows)
+    table = mean_std(long_table(df), list(SCORES) + ['gap_points'], by=['task', 'classifier'], digits=3)
+    chosen = df[['task', 'seed'] + [f'{p}_{c}' for p in PROCEDURES for c in ('layer', 'k', 'metric', 'weights')]]
+    cmd = 'python bench/embeddings.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+    md = (f"# {name}\n\n{arch} {model_kwargs}, {size} px, {epochs} epochs, lr {lr}, bs {bs}, aug {aug}; seeds {seeds}; "
+          f"tasks {tasks}\n\nHead: the network's own last layer at its argmax. kNN procedures (every setting chosen on the "
+          f"validation embeddings, never on test): `knn_chapter` is `fit_knn`'s defaults (k in 1-45, uniform votes, by "
+          f"balanced accuracy); `knn_acc` and `knn_logloss` choose k in {WIDE_KS}, euclidean or cosine, uniform or "
+          f"distance-weighted votes by validation accuracy or log-loss; `knn_layer_acc` also chooses the layer (stage3, "
+          f"stage4 or the embedding) by validation accuracy. gap_points: head test accuracy minus kNN test accuracy, in "
+          f"points.\n\nHardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\n"
+          f"Command: `{cmd}`\n\n```\n{table.to_string()}\n```\n\nChosen on validation:\n\n```\n{chosen.to_string(index=False)}\n```\n")
+    (out/f'{name}.md').write_text(md)
+    print(md)
