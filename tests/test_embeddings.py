@@ -77,3 +77,16 @@ def test_umap_message(monkeypatch):
         return real(name, *a, **k)
     monkeypatch.setattr(builtins, '__import__', fake)
     with pytest.raises(ImportError, match=r'xray-fastai\[umap\]'): embedding_map(np.random.rand(20, 4), 'umap')
+
+def _line(xs, y):
+    return Embeddings(np.array(xs, np.float32)[:, None], np.array(y), [str(x) for x in xs], ['a', 'b'], 'line')
+
+def test_knn_distance_weights_and_criterion():
+    train, valid = _line([0, 1, 1.1], [0, 1, 1]), _line([.05], [0])  # 3 votes: two for 'b'; by distance the nearest 'a' wins
+    knn, grid = fit_knn(train, valid, ks=(3,), metrics=('euclidean',), weights=('uniform', 'distance'), by='accuracy')
+    assert grid.accuracy.tolist() == [0., 1.] and knn.weights == 'distance'
+    knn, grid = fit_knn(train, valid, ks=(3,), metrics=('euclidean',), weights=('uniform', 'distance'), by='log_loss')
+    assert knn.weights == 'distance' and grid.log_loss.iloc[1] < grid.log_loss.iloc[0]
+    knn, _ = fit_knn(train, valid, ks=(3,), metrics=('euclidean',))  # the default: uniform votes only
+    assert knn.weights == 'uniform'
+    with pytest.raises(ValueError, match='log_loss'): fit_knn(train, valid, by='roc_auc')
