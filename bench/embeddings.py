@@ -9,12 +9,16 @@ only, and scores the head and each vote on the same test images at the argmax. R
 """
 import shlex, sys, time
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, sklearn.metrics as skm
+from sklearn.model_selection import GroupKFold
 from fastcore.script import call_parse
+from fastai.basics import set_seed
+from xray_fastai.data import patient_id
+from xray_fastai.learner import classifier_learner
 from xray_fastai.experiments import train_classifier, mean_std, hardware
 from xray_fastai.models import body_stages, embedding_layer
-from xray_fastai.embeddings import get_layer_embeddings, fit_knn, knn_vs_head
-from xray_fastai.export import save_model
+from xray_fastai.embeddings import Embeddings, get_layer_embeddings, fit_knn, knn_probs, knn_vs_head, split_dl
+from xray_fastai.export import save_model, read_config, load_weights
 
 WIDE_KS = (1, 3, 5, 9, 15, 25, 45, 75, 125, 200)
 # Each kNN procedure: (layers it may use, `fit_knn` settings). Every choice is made on the validation embeddings.
@@ -41,12 +45,25 @@ def choose(embs:dict, layers:tuple, by:str, **kwargs) -> tuple:
     layer = min(layers, key=best)  # first of the best, in the order given
     return layer, fits[layer][0], fits[layer][1]
 
-def evaluate_seed(learn, rec:dict, task:str, seed:int) -> dict:
-    "Head and kNN test scores for one trained classifier"
+def _rows(e:Embeddings, idx) -> Embeddings: return Embeddings(e.x[idx], e.y[idx], [e.paths[i] for i in idx], e.vocab, e.layer)
+
+def valid_crossfit_accuracy(embs:dict, layers:tuple, **kwargs) -> float:
+    "Validation accuracy of a kNN procedure whose choices are made on one half of the validation patients, scored on the other"
+    va = embs['valid'][layers[0]]
+    pred = np.zeros(len(va), int)
+    for a, b in GroupKFold(2).split(va.x, va.y, groups=[patient_id(p) for p in va.paths]):
+        half = {'train': embs['train'], 'valid': {l: _rows(embs['valid'][l], a) for l in layers}}
+        layer, knn, _ = choose(half, layers, **kwargs)
+        pred[b] = knn_probs(knn, _rows(embs['valid'][layer], b)).argmax(1)
+    return skm.accuracy_score(va.y, pred)
+
+def evaluate_seed(learn, task:str, seed:int, train_s:float) -> dict:
+    "Head and kNN test scores for one trained classifier, and their validation accuracies"
     named = [*body_stages(learn.model)[-2:], ('embedding', embedding_layer(learn.model))]
     embs = {s: dict(zip([n for n, _ in named], get_layer_embeddings(learn, s, [m for _, m in named], progress=False).values()))
             for s in ('train', 'valid', 'test')}
-    row = dict(task=task, seed=seed, train_s=rec['train_s'], head_valid_accuracy=rec['valid_accuracy'])
+    vprobs, vy = learn.get_preds(dl=split_dl(learn.dls, 'valid'))
+    row = dict(task=task, seed=seed, train_s=train_s, head_valid_accuracy=skm.accuracy_score(vy, vprobs.argmax(1)))
     for name, (layers, kw) in PROCEDURES.items():
         kw = {'by': 'balanced_accuracy', **kw}
         layer, knn, grid = choose(embs, layers, **kw)
@@ -56,9 +73,23 @@ def evaluate_seed(learn, rec:dict, task:str, seed:int) -> dict:
         row.update(_scores(name, vote))
         row.update({f'{name}_gap': row['head_accuracy'] - vote['accuracy'], f'{name}_layer': layer, f'{name}_k': knn.n_neighbors,
                     f'{name}_metric': knn.metric, f'{name}_weights': knn.weights,
-                    f'{name}_valid_accuracy': grid.loc[(grid.k == knn.n_neighbors) & (grid.metric == knn.metric)
-                                                       & (grid.weights == knn.weights), 'accuracy'].item()})
+                    f'{name}_valid_accuracy': valid_crossfit_accuracy(embs, layers, **kw)})
     return row
+
+def trained(keep:str, data, task:str, arch:str, seed:int, model_kwargs:dict, epochs:int, lr:float, **kwargs) -> tuple:
+    "(learner, training seconds, reused): the model saved under `keep` when it is there, else a newly trained (and saved) one"
+    folder = Path(keep)/f'{task}_seed{seed}' if keep else None
+    if folder and (folder/'config.json').exists():
+        set_seed(seed)
+        learn = classifier_learner(data, task, arch, seed=seed, learner_kwargs=dict(model_kwargs=model_kwargs), **kwargs)
+        cfg = read_config(folder)
+        learn.model.load_state_dict(load_weights(folder, cfg).state_dict())
+        learn.to_full_precision()  # as `fit_and_evaluate` leaves a trained learner
+        return learn, cfg['training'].get('train_s', float('nan')), True
+    learn, rec = train_classifier(data, task, arch, epochs=epochs, lr=lr, seed=seed,
+                                  learner_kwargs=dict(model_kwargs=model_kwargs), **kwargs)
+    if folder: save_model(learn, folder, model_kwargs, training=dict(train_s=rec['train_s']))
+    return learn, rec['train_s'], False
 
 def long_table(df:pd.DataFrame) -> pd.DataFrame:
     "One row per task, seed and classifier (the head or a kNN procedure)"
@@ -66,7 +97,7 @@ def long_table(df:pd.DataFrame) -> pd.DataFrame:
     for r in df.to_dict('records'):
         for clf in ('head', *PROCEDURES):
             rows.append(dict(task=r['task'], seed=r['seed'], classifier=clf, **{s: r[f'{clf}_{s}'] for s in SCORES},
-                             gap_points=100*r.get(f'{clf}_gap', 0.)))
+                             gap_points=100*r.get(f'{clf}_gap', 0.), valid_accuracy=r[f'{clf}_valid_accuracy']))
     return pd.DataFrame(rows)
 
 @call_parse
@@ -81,7 +112,7 @@ def main(name:str='embeddings_cpu', # Results file name under bench/results
          widths:str='16,32,64,128', # VGG stage widths (comma-separated); ignored by other architectures
          seeds:str='0,1,2', # Comma-separated seeds
          data:str=None, # Data folder; $XRAY_DATA by default
-         keep:str=None, # Save each model here (`save_model`, one folder per task and seed)
+         keep:str=None, # Save each model here (`save_model`, a folder per task and seed); a model already there is reused, not retrained
         ):
     "Train a classifier per task and seed; compare kNN votes on its embeddings (chosen on validation) with its head on test"
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
@@ -91,15 +122,13 @@ def main(name:str='embeddings_cpu', # Results file name under bench/results
     rows = []
     for seed in seeds:
         for task in tasks.split(','):
-            learn, rec = train_classifier(data, task, arch, epochs=epochs, lr=lr, seed=seed, size=size, bs=bs, aug=aug,
-                                          learner_kwargs=dict(model_kwargs=model_kwargs))
-            if keep: save_model(learn, Path(keep)/f'{task}_seed{seed}', model_kwargs)
-            rows.append(evaluate_seed(learn, rec, task, seed))
+            learn, train_s, reused = trained(keep, data, task, arch, seed, model_kwargs, epochs, lr, size=size, bs=bs, aug=aug)
+            rows.append({**evaluate_seed(learn, task, seed, train_s), 'reused': reused})
             pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every model: a stopped run keeps its rows
             print(f"{task} seed {seed}: head {rows[-1]['head_accuracy']:.3f}, "
                   + ', '.join(f"{p} {rows[-1][p+'_accuracy']:.3f}" for p in PROCEDURES), flush=True)
     df = pd.DataFrame(rows)
-    table = mean_std(long_table(df), list(SCORES) + ['gap_points'], by=['task', 'classifier'], digits=3)
+    table = mean_std(long_table(df), list(SCORES) + ['gap_points', 'valid_accuracy'], by=['task', 'classifier'], digits=3)
     chosen = df[['task', 'seed'] + [f'{p}_{c}' for p in PROCEDURES for c in ('layer', 'k', 'metric', 'weights')]]
     cmd = 'python bench/embeddings.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     md = (f"# {name}\n\n{arch} {model_kwargs}, {size} px, {epochs} epochs, lr {lr}, bs {bs}, aug {aug}; seeds {seeds}; "
@@ -108,7 +137,9 @@ def main(name:str='embeddings_cpu', # Results file name under bench/results
           f"balanced accuracy); `knn_acc` and `knn_logloss` choose k in {WIDE_KS}, euclidean or cosine, uniform or "
           f"distance-weighted votes by validation accuracy or log-loss; `knn_layer_acc` also chooses the layer (stage3, "
           f"stage4 or the embedding) by validation accuracy. gap_points: head test accuracy minus kNN test accuracy, in "
-          f"points.\n\nHardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\n"
+          f"points. valid_accuracy: accuracy on the validation split (the head at its argmax; each kNN procedure cross-fitted: "
+          f"its choices made on one half of the validation patients and scored on the other, both ways).\n\nHardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s "
+          f"({'models reused from ' + keep + ', trained in ' if df.reused.all() else 'training '}{df.train_s.sum():.0f} s).\n\n"
           f"Command: `{cmd}`\n\n```\n{table.to_string()}\n```\n\nChosen on validation:\n\n```\n{chosen.to_string(index=False)}\n```\n")
     (out/f'{name}.md').write_text(md)
     print(md)
