@@ -67,7 +67,7 @@ def evaluate_seed(learn, task:str, seed:int, train_s:float) -> dict:
     for name, (layers, kw) in PROCEDURES.items():
         kw = {'by': 'balanced_accuracy', **kw}
         layer, knn, grid = choose(embs, layers, **kw)
-        table, res = knn_vs_head(learn, knn, embs['test'][layer])
+        _, res = knn_vs_head(learn, knn, embs["test"][layer])
         head, vote = res.values()
         if name == 'knn_chapter': row.update(_scores('head', head))
         row.update(_scores(name, vote))
