@@ -7,6 +7,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/explain.html.md"""
 # %% ../nbs/10_explain.ipynb #040e259d
 from __future__ import annotations
 import copy
+from contextlib import contextmanager
 from typing import Callable
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
@@ -26,6 +27,14 @@ __all__ = ['BaseCAM', 'GradCAM', 'GradCAMPlusPlus', 'CAM', 'n_hooks', 'show_cam'
            'activation_maximisation', 'show_activation_maximisation']
 
 # %% ../nbs/10_explain.ipynb #6032be2b
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "`model` in eval mode for the block, back in its former mode afterwards (even after an error)"
+    was_training = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was_training)
+
 def _minmax(t:Tensor, eps:float=1e-7) -> Tensor:
     "Scale each map of a (B,h,w) batch to [0,1], as pytorch-grad-cam's `scale_cam_image` does"
     t = t - t.flatten(1).min(1)[0][:,None,None]
@@ -59,9 +68,7 @@ class BaseCAM:
     ) -> Tensor: # (B,H,W) heatmaps in [0,1]
         "Heatmaps of `targets` for the batch `x`"
         if self.hook.removed: raise RuntimeError("the hooks of this CAM were removed: build a new one")
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with _eval_mode(self.model):
             with torch.enable_grad():
                 x = x.detach().clone().requires_grad_(True)  # the graph reaches the layer even in a frozen model
                 logits = self.model(x)
@@ -69,7 +76,6 @@ class BaseCAM:
                 tgt = _targets(targets, logits)
                 score = logits.gather(1, tgt[:,None]).sum()
                 grads = torch.autograd.grad(score, acts)[0] if self.needs_grad else None
-        finally: self.model.train(was_training)
         self.logits, self.targets, self.acts = logits.detach(), tgt, acts.detach()
         self.grads = None if grads is None else grads.detach()
         w = self.weights(self.acts, self.grads)
@@ -256,7 +262,6 @@ def deletion_insertion(
     seed:int=0, # Seed for breaking ties between equal heatmap values
 ) -> dict: # 'deletion', 'insertion': (B,steps+1) probabilities; 'frac': share of pixels changed
     "Probability of `targets` as the most relevant pixels are deleted, and as they are inserted into the baseline"
-    was_training = model.training; model.eval()
     B, C, H, W = x.shape
     base = _baseline(x, fill, ifnone(sigma, W/16))
     g = torch.Generator().manual_seed(seed)
@@ -266,12 +271,11 @@ def deletion_insertion(
     frac = torch.linspace(0, 1, steps+1)
     tgt = torch.as_tensor(targets).long()[:,None]
     dele, ins = [], []
-    try:
+    with _eval_mode(model):
         for f in frac:
             on = rank < int(round(f.item()*H*W))  # the top pixels
             dele.append(model(torch.where(on, base, x)).softmax(1).gather(1, tgt)[:,0])
             ins.append(model(torch.where(on, x, base)).softmax(1).gather(1, tgt)[:,0])
-    finally: model.train(was_training)
     return dict(deletion=torch.stack(dele, 1), insertion=torch.stack(ins, 1), frac=frac)
 
 def curve_auc(curves:Tensor, # (B,steps+1) probabilities at evenly spaced fractions from 0 to 1
@@ -327,11 +331,8 @@ def stage_activations(
 ) -> dict: # {stage name: activations (B,C,h,w)}
     "The output of every stage of the body for `x`, read through fastai hooks that are removed afterwards"
     stages = stages or body_stages(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         with hook_outputs([m for _,m in stages]) as hooks, torch.no_grad(): model(x)
-    finally: model.train(was_training)
     return {n: h.stored.float() for (n,_),h in zip(stages, hooks)}
 
 def show_stage_activations(
@@ -361,15 +362,12 @@ def channel_maxima(
 ) -> dict: # value, row, col: (N,C) tensors; shape: the layer's (h,w)
     "Every channel's largest activation at `layer` on every image of `dl`, and where it is"
     vals, idxs = [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         with hook_output(layer) as h, torch.no_grad():
             for b in (progress_bar(dl, leave=False) if progress else dl):
                 model(b[0])
                 v, j = h.stored.float().as_subclass(Tensor).flatten(2).max(2)
                 vals.append(v.cpu()); idxs.append(j.cpu())
-    finally: model.train(was_training)
     (hh, w), j = h.stored.shape[-2:], torch.cat(idxs)
     return dict(value=torch.cat(vals), row=j // w, col=j % w, shape=(hh, w))
 
@@ -387,14 +385,11 @@ def unit_box(
     frac:float=0.05, # Keep input pixels whose gradient is at least this share of the largest
 ) -> tuple: # (top, left, bottom, right), bottom and right exclusive
     "The input box that moves one unit: where the unit's gradient with respect to the image is not negligible"
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         with hook_output(layer, detach=False) as h, torch.enable_grad():
             xi = x[None].detach().clone().float().requires_grad_(True)
             model(xi)
             g = torch.autograd.grad(h.stored[0, channel, row, col], xi)[0].abs().sum((0,1))
-    finally: model.train(was_training)
     r, c = torch.where(g >= frac*g.max())
     return int(r.min()), int(c.min()), int(r.max())+1, int(c.max())+1
 
@@ -440,9 +435,7 @@ def activation_maximisation(
     dev, g = next(model.parameters()).device, torch.Generator().manual_seed(seed)
     x = (0.1*torch.randn(len(channels), n_in, h, w, generator=g)).to(dev).requires_grad_(True)
     ch, opt = torch.as_tensor(channels, device=dev), torch.optim.Adam([x], lr=lr)
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         with hook_output(layer, detach=False) as hk, torch.enable_grad():
             for step in range(steps):
                 dy, dx = torch.randint(-jitter, jitter+1, (2,), generator=g).tolist()
@@ -453,7 +446,6 @@ def activation_maximisation(
                 opt.step()
                 if blur_every and (step+1) % blur_every == 0:
                     with torch.no_grad(): x.copy_(_blur(x, sigma))
-    finally: model.train(was_training)
     return x.detach()
 
 def show_activation_maximisation(
