@@ -14,6 +14,7 @@ import shlex, sys, time
 from pathlib import Path
 import pandas as pd
 from fastcore.script import call_parse
+from safetensors.torch import save_file
 from fastai.basics import set_seed, merge
 from xray_fastai.data import xray_dataloaders
 from xray_fastai.anomaly import *
@@ -51,11 +52,14 @@ def _autoencoder_scores(dls, seed:int, epochs:int, name:str='AE', **kwargs) -> d
             f'{name} ssim': (ReconstructionScore(ae.model, 'ssim', 1/dls.stats[1]), s),
             f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
 
-def _opacity_scores(dls, seed:int, epochs:int) -> dict:
-    "Train the synthetic-opacity model; its probability and the feature densities of its embedding and body stages"
+def _opacity_scores(dls, seed:int, epochs:int, keep:str=None) -> dict:
+    "Train the synthetic-opacity model (its weights saved into `keep`); its probability and feature densities"
     set_seed(seed)
     op = opacity_learner(dls)
     s = _fit(op, epochs, 2e-3)
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in op.model.state_dict().items()}, Path(keep)/f'opacity_{dls.size}px_seed{seed}.safetensors')
     return {'opacity model': (ClassifierScore(op.model), s),
             'opacity embedding density': (FeatureDensity(op.model).fit(dls), s),
             'opacity body density': (FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls), s)}
@@ -82,6 +86,7 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
          pct:float=95, # Threshold: this percentile of validation normals' scores
          seeds:str='0,1,2', # Comma-separated seeds
          data:str=None, # Data folder; $XRAY_DATA by default
+         keep:str=None, # Save each synthetic-opacity model's weights here (safetensors, one file per size and seed)
         ):
     "Train the anomaly detectors once per seed and write mean ± std of their test scores"
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
@@ -90,7 +95,7 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
         dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
         widths = tuple(int(w) for w in ae_widths.split(','))
         scores = {'main': lambda: run_seed(dls, seed, widths, ae_epochs, opacity_epochs, loss),
-                  'opacity': lambda: _opacity_scores(dls, seed, opacity_epochs),
+                  'opacity': lambda: _opacity_scores(dls, seed, opacity_epochs, keep),
                   'autoencoders': lambda: run_autoencoders(dls, seed, widths, ae_epochs)}[group]()
         r, images = _score_rows(scores, dls, seed, pct)
         rows += r

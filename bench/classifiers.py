@@ -6,6 +6,7 @@ NAME.md (mean ± std, the command, the hardware). Example (the issue-3 CPU confi
     XRAY_DATA=../shared/data/chest_xray python bench/classifiers.py --name binary_cpu --task binary --epochs 12
 """
 import shlex, sys, time
+import pandas as pd
 from pathlib import Path
 from fastcore.script import call_parse
 from xray_fastai.experiments import run_seeds, mean_std, hardware
@@ -30,9 +31,13 @@ def main(name:str='binary_cpu', # Results file name under bench/results
     seeds = [int(s) for s in seeds.split(',')]
     start = time.perf_counter()
     model_kwargs = dict(widths=tuple(int(w) for w in widths.split(','))) if arch == 'vgg' else {}
-    df = run_seeds(seeds, source=data, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs,
-                   balance=balance, aug=aug, split=split, learner_kwargs=dict(model_kwargs=model_kwargs))
-    df.to_csv(out/f'{name}.csv', index=False)
+    rows = []
+    for seed in seeds:
+        rows += run_seeds([seed], source=data, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs,
+                          balance=balance, aug=aug, split=split, learner_kwargs=dict(model_kwargs=model_kwargs)).to_dict('records')
+        df = pd.DataFrame(rows)
+        df.to_csv(out/f'{name}.csv', index=False)  # after every seed: a stopped run keeps its rows
+        print(f"seed {seed}: test accuracy {rows[-1]['test_accuracy']:.3f}", flush=True)
     cols = [c for c in ('test_accuracy', 'test_roc_auc', 'test_balanced_accuracy', 'test_f1', 'test_f1_macro',
                         'test_sensitivity', 'test_specificity', 'test_thr_accuracy', 'test_thr_sensitivity',
                         'test_thr_specificity', 'valid_roc_auc', 'train_s') if c in df]

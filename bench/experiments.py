@@ -7,6 +7,7 @@ the command, the hardware). Example:
 """
 import shlex, sys, time
 from pathlib import Path
+import pandas as pd
 from fastcore.script import call_parse
 from xray_fastai.experiments import compare, mean_std, hardware
 
@@ -32,20 +33,25 @@ def main(group:str='balance', # Experiment group: balance, lr, size, aug, split 
          bs:int=64, # Batch size
          seeds:str='0,1,2', # Comma-separated seeds
          data:str=None, # Data folder; $XRAY_DATA by default
+         name:str=None, # Results file name under bench/results; exp_TASK_GROUP by default
         ):
     "Run one experiment group over seeds and write its table"
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
     seeds = [int(s) for s in seeds.split(',')]
     base = dict(source=data, task=task, arch='vgg', size=size, epochs=epochs, lr=lr, bs=bs, balance='none', aug='report',
                 split='patient', learner_kwargs=dict(model_kwargs=dict(widths=(16, 32, 64, 128))))
+    name = name or f'exp_{task}_{group}'
     start = time.perf_counter()
-    df = compare(groups(size)[group], seeds, **base)
-    df.to_csv(out/f'exp_{task}_{group}.csv', index=False)
+    parts = []
+    for variant, config in groups(size)[group].items():
+        parts.append(compare({variant: config}, seeds, **base))
+        df = pd.concat(parts, ignore_index=True)
+        df.to_csv(out/f'{name}.csv', index=False)  # after every variant: a stopped run keeps its rows
     cols = [c for c in ('test_accuracy', 'test_roc_auc', 'test_balanced_accuracy', 'test_f1', 'test_f1_macro', 'test_sensitivity',
                         'test_specificity', 'test_thr_accuracy', 'valid_roc_auc', 'valid_balanced_accuracy', 'train_s') if c in df]
     cmd = 'python bench/experiments.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     md = (f"# Experiment: {group} ({task})\n\nBase: vgg (widths 16-128), {size} px, {epochs} epochs, lr {lr}, bs {bs}, "
           f"balance none, aug report, patient split; seeds {seeds}.\n\nHardware: {hardware()}. "
           f"Total wall time {time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n```\n{mean_std(df, cols).to_string()}\n```\n")
-    (out/f'exp_{task}_{group}.md').write_text(md)
+    (out/f'{name}.md').write_text(md)
     print(md)

@@ -49,9 +49,9 @@ def main(name:str='explain_phantoms_cpu', # Results file name under bench/result
         with torch.no_grad(): acc = (m(xt).argmax(1) == yt).float().mean().item()
         rows.append(dict(seed=seed, test_accuracy=acc, layer=best, valid_hit=valid[best],
                          test_hit=_hit_rate(m, layers[best], xt, yt, mt)))
+        pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every seed: a stopped run keeps its rows
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    df.to_csv(out/f'{name}.csv', index=False)
     cmd = 'python bench/explain.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     md = (f"# {name}\n\nCAM-ready VGG 16-128, {n_train} training / 400 test phantoms at {size} px, {epochs} epochs, lr {lr}, "
           f"no augmentation; Grad-CAM's layer chosen on the validation phantoms; pointing game with a 3-pixel tolerance.\n\n"
