@@ -41,7 +41,7 @@ def main(name:str='explain_phantoms_cpu', # Results file name under bench/result
         learn = classifier_learner(phantom_data(n_train=n_train, n_test=400, size=size), 'binary', size=size, bs=32, aug='none',
                                    seed=seed, learner_kwargs=dict(model_kwargs=dict(widths=(16,32,64,128), hidden=())))
         learn.fit_xray(epochs, lr)
-        m = learn.model.eval()
+        m = learn.model.eval().cpu()  # the batches below are on the CPU
         (xv, yv, mv), (xt, yt, mt) = [_batch(learn.dls, its) for its in (learn.dls.valid.items, learn.dls.test_split_dl().items)]
         layers = {'last conv': last_conv_layer(m), **{n: o for n, o in body_stages(m)[-3:]}}
         valid = {n: _hit_rate(m, l, xv, yv, mv) for n, l in layers.items()}
