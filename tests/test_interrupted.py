@@ -7,7 +7,7 @@ from xray_fastai.learner import read_checkpoint, CHECKPOINT
 from xray_fastai.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 4
+EPOCHS = 8  # enough epochs after the first checkpoint for a second Ctrl-C when Python swallows the first (see `start_and_kill`)
 REPORT = ['config.json', 'model.safetensors', 'metrics.json', 'per_class.csv', 'confusion.png', 'roc.png', 'most_confused.png',
           'training_log.csv', 'summary.md']
 
