@@ -44,9 +44,10 @@ def resolve_layer(model:nn.Module, # A model, usually an `xray_model`
 # %% ../nbs/09_embeddings.ipynb #b7cb2f92
 def pool_features(x:Tensor # A layer's output: (B,C,h,w) feature maps, (B,C) vectors, or tokens
                  ) -> Tensor: # (B,C) in float32
-    "Global average of a feature map over its spatial axes; vectors unchanged"
+    "Global average of a feature map over its spatial axes; vectors copied as they are"
     x = x.as_subclass(Tensor)  # drop fastai's image type: these are features
-    return (x.mean(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x.flatten(1)).float()
+    # a copy of vectors: the next module may change its input in place (`ReLU(inplace=True)` after a `Linear`)
+    return (x.mean(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x.flatten(1).clone()).float()
 
 def extract_features(model:nn.Module, # A model
                      dl:DataLoader, # Batches of (images, [labels]); not shuffled, not augmented
