@@ -53,16 +53,19 @@ def _autoencoder_scores(dls, seed:int, epochs:int, name:str='AE', **kwargs) -> d
             f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
 
 def _opacity_scores(dls, seed:int, epochs:int, keep:str=None) -> dict:
-    "Train the synthetic-opacity model (its weights saved into `keep`); its probability and feature densities"
+    "Train the synthetic-opacity model (its weights saved into `keep`); its probability, feature densities and their z-score sums"
     set_seed(seed)
     op = opacity_learner(dls)
     s = _fit(op, epochs, 2e-3)
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in op.model.state_dict().items()}, Path(keep)/f'opacity_{dls.size}px_seed{seed}.safetensors')
-    return {'opacity model': (ClassifierScore(op.model), s),
-            'opacity embedding density': (FeatureDensity(op.model).fit(dls), s),
-            'opacity body density': (FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls), s)}
+    prob, emb = ClassifierScore(op.model), FeatureDensity(op.model).fit(dls)
+    body = FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls)
+    singles = {'opacity model': prob, 'opacity embedding density': emb, 'opacity body density': body}
+    combined = {'opacity model + embedding density': [prob, emb], 'opacity model + body density': [prob, body],
+                'opacity model + both densities': [prob, emb, body]}
+    return {**{n: (f, s) for n, f in singles.items()}, **{n: (CombinedScore(fs).fit(dls), s) for n, fs in combined.items()}}
 
 def run_seed(dls, seed:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str) -> dict:
     "The main comparison: the autoencoder's scores and the synthetic-opacity model's"

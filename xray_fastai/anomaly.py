@@ -24,8 +24,8 @@ from .embeddings import extract_features
 __all__ = ['RECONSTRUCTION_LOSSES', 'check_normal_only', 'anomaly_items', 'is_sick', 'ConvAutoencoder', 'ssim_map',
            'ReconstructionLoss', 'KLDivergence', 'CorruptInput', 'autoencoder_learner', 'anomaly_learner',
            'anomaly_scores', 'ReconstructionScore', 'FeatureDensity', 'synthetic_opacity', 'PlantOpacity',
-           'opacity_learner', 'ClassifierScore', 'normal_threshold', 'anomaly_report', 'show_reconstructions',
-           'plot_score_hist', 'plot_score_rocs']
+           'opacity_learner', 'ClassifierScore', 'CombinedScore', 'normal_threshold', 'anomaly_report',
+           'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
 
 # %% ../nbs/11_anomaly.ipynb #a6bdf5f6
 def check_normal_only(dls:DataLoaders # `DataLoaders` meant for training on healthy images
@@ -322,6 +322,26 @@ class ClassifierScore:
     def __call__(self, x:Tensor) -> Tensor:
         self.model.eval()
         return F.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), 1)[:, self.cls].cpu()
+
+# %% ../nbs/11_anomaly.ipynb #c97a3740
+class CombinedScore:
+    "Anomaly score: the sum of several scores, each standardised (z-score) on normal images"
+    def __init__(self, scores:list # Anomaly scores (callables on a batch) to add up
+                ): store_attr(); self.stats = None
+
+    def fit(self, dls:DataLoaders, # The `DataLoaders` of `items`
+            items:pd.DataFrame=None, # Normal images to standardise on; None is the NORMAL validation images of `dls`
+           ):
+        "Mean and standard deviation of each score on normal images"
+        if items is None: items = anomaly_items(dls, 'valid').pipe(lambda v: v[is_sick(v) == 0])
+        if is_sick(items).any(): raise ValueError("standardise on NORMAL images only")
+        s = np.stack([anomaly_scores(f, dls, items) for f in self.scores])
+        self.stats = list(zip(s.mean(1), s.std(1)))
+        return self
+
+    def __call__(self, x:Tensor) -> Tensor:
+        if self.stats is None: raise RuntimeError("call `fit` on normal images first")
+        return sum((f(x).float().cpu() - float(m))/float(sd) for f, (m, sd) in zip(self.scores, self.stats))
 
 # %% ../nbs/11_anomaly.ipynb #7162d0b1
 def normal_threshold(scores:np.ndarray, # Scores of validation images
