@@ -53,7 +53,7 @@ def _autoencoder_scores(dls, seed:int, epochs:int, name:str='AE', **kwargs) -> d
             f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
 
 def _opacity_scores(dls, seed:int, epochs:int, keep:str=None) -> dict:
-    "Train the synthetic-opacity model (its weights saved into `keep`); its probability, feature densities and their z-score sums"
+    "Train the synthetic-opacity model (its weights saved into `keep`); its probability, feature densities, patch memories and z-score sums"
     set_seed(seed)
     op = opacity_learner(dls)
     s = _fit(op, epochs, 2e-3)
@@ -61,10 +61,13 @@ def _opacity_scores(dls, seed:int, epochs:int, keep:str=None) -> dict:
         Path(keep).mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in op.model.state_dict().items()}, Path(keep)/f'opacity_{dls.size}px_seed{seed}.safetensors')
     prob, emb = ClassifierScore(op.model), FeatureDensity(op.model).fit(dls)
-    body = FeatureDensity(op.model, [m for _, m in body_stages(op.model)]).fit(dls)
-    singles = {'opacity model': prob, 'opacity embedding density': emb, 'opacity body density': body}
+    stages = [m for _, m in body_stages(op.model)]
+    body = FeatureDensity(op.model, stages).fit(dls)
+    patch2, patch3 = PatchMemory(op.model, stages[-2:], seed=seed).fit(dls), PatchMemory(op.model, stages[-3:], seed=seed).fit(dls)
+    singles = {'opacity model': prob, 'opacity embedding density': emb, 'opacity body density': body,
+               'opacity patch memory, last 2 stages': patch2, 'opacity patch memory, last 3 stages': patch3}
     combined = {'opacity model + embedding density': [prob, emb], 'opacity model + body density': [prob, body],
-                'opacity model + both densities': [prob, emb, body]}
+                'opacity model + both densities': [prob, emb, body], 'opacity model + patch memory, last 2 stages': [prob, patch2]}
     return {**{n: (f, s) for n, f in singles.items()}, **{n: (CombinedScore(fs).fit(dls), s) for n, fs in combined.items()}}
 
 def run_seed(dls, seed:int, ae_widths:tuple, ae_epochs:int, opacity_epochs:int, loss:str) -> dict:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from fastcore.all import *
 from fastai.basics import *
 from fastai.layers import ConvLayer
+from fastai.callback.hook import hook_outputs
 from fastprogress.fastprogress import progress_bar
 from sklearn.covariance import LedoitWolf
 from .data import *
@@ -18,13 +19,13 @@ from .models import xray_model
 from .precision import *
 from .learner import xray_metrics
 from .evaluate import classification_scores
-from .embeddings import extract_features
+from .embeddings import extract_features, resolve_layer
 
 # %% auto #0
 __all__ = ['RECONSTRUCTION_LOSSES', 'check_normal_only', 'anomaly_items', 'is_sick', 'ConvAutoencoder', 'ssim_map',
            'ReconstructionLoss', 'KLDivergence', 'CorruptInput', 'autoencoder_learner', 'anomaly_learner',
            'anomaly_scores', 'ReconstructionScore', 'FeatureDensity', 'synthetic_opacity', 'PlantOpacity',
-           'opacity_learner', 'ClassifierScore', 'CombinedScore', 'normal_threshold', 'anomaly_report',
+           'opacity_learner', 'ClassifierScore', 'PatchMemory', 'CombinedScore', 'normal_threshold', 'anomaly_report',
            'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
 
 # %% ../nbs/11_anomaly.ipynb #a6bdf5f6
@@ -322,6 +323,53 @@ class ClassifierScore:
     def __call__(self, x:Tensor) -> Tensor:
         self.model.eval()
         return F.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), 1)[:, self.cls].cpu()
+
+# %% ../nbs/11_anomaly.ipynb #42049934
+class PatchMemory:
+    "Anomaly score: distance of an image's patch features to their nearest neighbours in a memory of normal patches"
+    def __init__(self,
+        model:nn.Module, # A trained network
+        layers:list, # Modules of `model` or their names; their maps are resized to the first one's grid and concatenated
+        n_memory:int=40_000, # Patches kept in memory: a random sample of the normal images' patches
+        top:float=1., # Share of each image's patches, farthest from memory first, whose distances are averaged
+        seed:int=0, # Seed of the memory's sample
+    ): store_attr(); self.memory = None
+
+    def feature_maps(self, x:Tensor # (B,1,H,W) normalised images
+                    ) -> Tensor: # (B,C,h,w) patch features on the first layer's grid, on the CPU in float32
+        "The patch features of `x`: the layers' maps on one grid, concatenated, averaged over 3×3 neighbourhoods"
+        was_training, device = self.model.training, next(self.model.parameters()).device
+        self.model.eval()
+        try:
+            with torch.no_grad(), hook_outputs([resolve_layer(self.model, l)[1] for l in self.layers]) as hooks:
+                self.model(x.to(device))
+        finally: self.model.train(was_training)
+        maps = [o.float() for o in hooks.stored]
+        f = torch.cat([F.interpolate(m, size=maps[0].shape[-2:], mode='bilinear', align_corners=False) for m in maps], 1)
+        return F.avg_pool2d(f, 3, 1, 1, count_include_pad=False).cpu()
+
+    def fit(self, dls:DataLoaders, # The `DataLoaders` of `items`
+            items:pd.DataFrame=None, # Normal images to remember; None is the training images of `dls` (checked NORMAL)
+           ):
+        "Fill the memory with a random sample of the patches of normal images"
+        if items is None: items = check_normal_only(dls).train.items
+        dl = dls.test_dl(items, with_labels=False, bs=64)
+        feats = torch.cat([self.feature_maps(b[0]).permute(0, 2, 3, 1).flatten(0, 2) for b in dl])
+        self.memory = feats[torch.randperm(len(feats), generator=torch.Generator().manual_seed(self.seed))[:self.n_memory]]
+        return self
+
+    def distance_map(self, x:Tensor # (B,1,H,W) normalised images
+                    ) -> Tensor: # (B,h,w)
+        "Distance of each patch of `x` to its nearest neighbour in memory"
+        if self.memory is None: raise RuntimeError("call `fit` on normal images first")
+        f = self.feature_maps(x)
+        q = f.permute(0, 2, 3, 1).flatten(0, 2)
+        d = torch.cat([torch.cdist(q[i:i+1024], self.memory).amin(1) for i in range(0, len(q), 1024)])  # chunks bound the memory used
+        return d.view(len(x), *f.shape[-2:])
+
+    def __call__(self, x:Tensor) -> Tensor:
+        d = self.distance_map(x).flatten(1)
+        return d.topk(max(1, round(self.top*d.shape[1])), 1).values.mean(1)
 
 # %% ../nbs/11_anomaly.ipynb #c97a3740
 class CombinedScore:
