@@ -6,6 +6,7 @@ from fastai.basics import Callback, first, set_seed
 from xray_fastai.data import xray_dataloaders, XrayDataError
 from xray_fastai.phantoms import make_phantoms, chest_phantom, phantom_data
 from xray_fastai.anomaly import *
+from xray_fastai.models import body_stages
 
 @pytest.fixture(scope='module')
 def phantoms(tmp_path_factory):
@@ -75,6 +76,8 @@ def test_lesions_rank_above_clean_images():
     op.fit_one_cycle(3, 3e-3)
     for learn in (ae, op): learn.to_full_precision()
     test = anomaly_items(dls, 'test')
-    for score in (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), FeatureDensity(op.model).fit(dls)):
+    last3 = [m for _, m in body_stages(op.model)][-3:]   # an 8×8 grid at 32 px (the last two stages: 4×4)
+    for score in (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), FeatureDensity(op.model).fit(dls),
+                  PatchMemory(op.model, last3).fit(dls)):
         auroc = anomaly_report(anomaly_scores(score, dls, test), test, threshold=0)["auroc"]
         assert auroc > 0.75

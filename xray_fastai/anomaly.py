@@ -1,4 +1,4 @@
-"""Anomaly detection trained on healthy lungs only: a convolutional autoencoder learner (MSE, L1, SSIM or mixed loss, denoising or masking, a variational variant), anomaly scores from reconstructions and from features, a synthetic-opacity pretext model, thresholds from validation normals, and the pictures that go with them.
+"""Anomaly detection trained on healthy lungs only: a convolutional autoencoder learner (MSE, L1, SSIM or mixed loss, denoising or masking, a variational variant), anomaly scores from reconstructions, feature densities and memories of normal patches, a synthetic-opacity pretext model, thresholds from validation normals, and the pictures that go with them.
 
 Docs: https://xray-fastai.github.io/xray_fastai/anomaly.html.md"""
 
