@@ -94,3 +94,18 @@ def test_resume_needs_a_checkpoint(data, tmp_path, capsys):
     assert '--resume needs the --out folder' in capsys.readouterr().err
     assert main(['train', '--data', str(data), '--out', str(tmp_path/'new'), '--resume']) == 1
     assert 'holds no checkpoint of an interrupted run to resume' in capsys.readouterr().err
+
+def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler():
+    "`interrupt_between_batches` takes note of SIGINT and raises it at a batch boundary; the old handler comes back"
+    from fastai.callback.core import Callback
+    from fastai.test_utils import synth_learner
+    from xray_fastai.cli import interrupt_between_batches
+    class CtrlC(Callback):
+        def after_batch(self):
+            if self.iter == 1: os.kill(os.getpid(), signal.SIGINT)
+    learn, before = synth_learner(cbs=CtrlC()), signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_between_batches(learn): learn.fit(1)
+    assert learn.iter == 2   # the batch under way finished; the next one did not start
+    assert signal.getsignal(signal.SIGINT) is before
+    assert [type(c).__name__ for c in learn.cbs] == [type(c).__name__ for c in synth_learner(cbs=CtrlC()).cbs]
