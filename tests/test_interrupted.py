@@ -99,7 +99,7 @@ def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler():
     "`interrupt_between_batches` takes note of SIGINT and raises it at a batch boundary; the old handler comes back"
     from fastai.callback.core import Callback
     from fastai.test_utils import synth_learner
-    from xray_fastai.cli import interrupt_between_batches
+    from xray_fastai.learner import interrupt_between_batches
     class CtrlC(Callback):
         def after_batch(self):
             if self.iter == 1: os.kill(os.getpid(), signal.SIGINT)

@@ -6,19 +6,17 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import datetime, inspect, json, os, platform, shlex, signal, sys, tempfile, threading, time
-from contextlib import contextmanager
+import datetime, inspect, json, os, platform, shlex, sys, tempfile, time
 from pathlib import Path
 from typing import Annotated
 import pandas as pd, torch
 from fastcore.script import anno_parser, CliError
-from fastai.callback.core import Callback
 import xray_fastai
 from .data import *
 from .export import *
 
 # %% auto #0
-__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'interrupt_between_batches', 'train', 'predict', 'main']
+__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'main']
 
 # %% ../nbs/08_cli.ipynb #76921f79
 def _choices(*cs) -> dict: return {'choices': list(cs)}
@@ -92,29 +90,6 @@ Epoch by epoch: [training_log.csv](training_log.csv). Model: [config.json](confi
     atomic_write(folder/'summary.md', lambda tmp: Path(tmp).write_text(md))
     return md
 
-# %% ../nbs/08_cli.ipynb #3d42c338
-class _RaiseNotedInterrupt(Callback):
-    "Raise `KeyboardInterrupt` at a batch boundary once Ctrl-C was noted"
-    order = -100
-    def __init__(self, noted:list): self.noted = noted
-    def _check(self):
-        if self.noted: raise KeyboardInterrupt
-    before_batch = after_batch = _check
-
-@contextmanager
-def interrupt_between_batches(learn # A fastai `Learner`
-                             ):
-    "Within the block, Ctrl-C stops `learn`'s training with a `KeyboardInterrupt` at the next batch boundary"
-    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread may set handlers
-    noted = []
-    cb = _RaiseNotedInterrupt(noted)
-    old = signal.signal(signal.SIGINT, lambda sig, frame: noted.append(sig))
-    learn.add_cb(cb)
-    try: yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        learn.remove_cb(cb)
-
 # %% ../nbs/08_cli.ipynb #e4eafe6b
 def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
           task:Annotated[str, _choices(*TASKS)]='binary', # What to predict: NORMAL/PNEUMONIA (binary) or NORMAL/BACTERIA/VIRUS (multiclass)
@@ -169,8 +144,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     has_test = (dls.items['split'] == 'test').any()
     if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        with interrupt_between_batches(learn): rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
+    try: rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
     except KeyboardInterrupt:
         again = command if command.endswith(' --resume') else f"{command} --resume"
         if (out/CHECKPOINT).exists(): print(f"\nInterrupted; to continue from the last finished epoch: {again}", file=sys.stderr)

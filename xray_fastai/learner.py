@@ -6,7 +6,8 @@ Docs: https://xray-fastai.github.io/xray_fastai/learner.html.md"""
 
 # %% ../nbs/04_learner.ipynb #0eb93041
 from __future__ import annotations
-import json, random, shutil, tempfile, weakref
+import json, random, shutil, signal, tempfile, threading, weakref
+from contextlib import contextmanager
 import numpy as np, pandas as pd, torch, sklearn.metrics as skm
 from fastcore.all import *
 from fastai.basics import *
@@ -19,8 +20,8 @@ from .precision import *
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'Sensitivity', 'Specificity', 'roc_auc_or_nan', 'RocAucOrNan', 'xray_metrics', 'xray_loss',
-           'xray_learner', 'classifier_learner', 'training_log', 'run_settings', 'read_checkpoint', 'random_states',
-           'set_random_states', 'CheckpointCallback', 'pick_threshold']
+           'xray_learner', 'classifier_learner', 'training_log', 'interrupt_between_batches', 'run_settings',
+           'read_checkpoint', 'random_states', 'set_random_states', 'CheckpointCallback', 'pick_threshold']
 
 # %% ../nbs/04_learner.ipynb #6ef381f4
 def Sensitivity():
@@ -108,6 +109,29 @@ def training_log(learn:Learner) -> pd.DataFrame:
     vals = [v for v in learn.recorder.values if len(v) == len(names)]
     return pd.DataFrame(vals, columns=names).rename_axis('epoch').reset_index()
 
+# %% ../nbs/04_learner.ipynb #3d42c338
+class _RaiseNotedInterrupt(Callback):
+    "Raise `KeyboardInterrupt` at a batch boundary once Ctrl-C was noted"
+    order = -100
+    def __init__(self, noted:list): self.noted = noted
+    def _check(self):
+        if self.noted: raise KeyboardInterrupt
+    before_batch = after_batch = _check
+
+@contextmanager
+def interrupt_between_batches(learn # A fastai `Learner`
+                             ):
+    "Within the block, Ctrl-C stops `learn`'s training with a `KeyboardInterrupt` at the next batch boundary"
+    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread may set handlers
+    noted = []
+    cb = _RaiseNotedInterrupt(noted)
+    old = signal.signal(signal.SIGINT, lambda sig, frame: noted.append(sig))
+    learn.add_cb(cb)
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        learn.remove_cb(cb)
+
 # %% ../nbs/04_learner.ipynb #8af97f69
 def run_settings(learn:Learner, **kwargs) -> dict:
     "What a resumed run must share with the interrupted one: `kwargs` (epochs, lr, ...), the model and the training data"
@@ -125,16 +149,17 @@ def fit_xray(self:Learner,
              resume:bool=False, # Continue from the checkpoint in `checkpoint`, which needs the same settings
              **kwargs, # Passed to `fit_one_cycle` or `fit`
             ):
-    "Train with the one-cycle policy or with a plateau-reduced learning rate, optionally checkpointed and resumable"
+    "Train with the one-cycle policy or with a plateau-reduced learning rate, optionally checkpointed and resumable; Ctrl-C stops at a batch boundary"
     if schedule not in ('one_cycle', 'plateau'): raise ValueError(f"schedule must be 'one_cycle' or 'plateau', not {schedule!r}")
     if checkpoint is not None:
         cfg = run_settings(self, epochs=epochs, lr=lr, schedule=schedule, plateau_patience=plateau_patience)
         kwargs['cbs'] = L(kwargs.get('cbs')) + CheckpointCallback(checkpoint, cfg, resume)
     elif resume: raise ValueError("resume=True needs the checkpoint folder")
-    if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
-    monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
-    cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
-    return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
+    with interrupt_between_batches(self):
+        if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
+        monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
+        cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
+        return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
 
 # %% ../nbs/04_learner.ipynb #c8444f5f
 CHECKPOINT = 'checkpoint.pth'
