@@ -11,22 +11,26 @@ import shlex, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, sklearn.metrics as skm
 from sklearn.model_selection import GroupKFold
+from fastcore.basics import first
 from fastcore.script import call_parse
 from fastai.basics import set_seed
 from xray_fastai.data import patient_id
 from xray_fastai.learner import classifier_learner
 from xray_fastai.experiments import train_classifier, mean_std, hardware
 from xray_fastai.models import body_stages, embedding_layer
-from xray_fastai.embeddings import Embeddings, get_layer_embeddings, fit_knn, knn_probs, knn_vs_head, split_dl
+from xray_fastai.embeddings import Embeddings, get_layer_embeddings, augmented_embeddings, fit_knn, knn_probs, knn_vs_head, split_dl
 from xray_fastai.export import save_model, read_config, load_weights
 
 WIDE_KS = (1, 3, 5, 9, 15, 25, 45, 75, 125, 200)
-# Each kNN procedure: (layers it may use, `fit_knn` settings). Every choice is made on the validation embeddings.
+N_VIEWS = 4  # augmented views of each training image in the 'views' memory
+# Each kNN procedure: (layers it may use, `fit_knn` settings, memory). Every choice is made on the validation embeddings.
+# Memory 'train': the training images once, unaugmented; 'views': `augmented_embeddings`, N_VIEWS augmented views of each.
 PROCEDURES = {
-    'knn_chapter': (('embedding',), {}),  # the chapter's defaults: k up to 45, uniform votes, by balanced accuracy
-    'knn_acc': (('embedding',), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='accuracy')),
-    'knn_logloss': (('embedding',), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='log_loss')),
-    'knn_layer_acc': (('stage3', 'stage4', 'embedding'), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='accuracy')),
+    'knn_chapter': (('embedding',), {}, 'train'),  # the chapter's defaults: k up to 45, uniform votes, by balanced accuracy
+    'knn_acc': (('embedding',), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='accuracy'), 'train'),
+    'knn_logloss': (('embedding',), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='log_loss'), 'train'),
+    'knn_layer_acc': (('stage3', 'stage4', 'embedding'), dict(ks=WIDE_KS, weights=('uniform', 'distance'), by='accuracy'), 'train'),
+    'knn_views': (('embedding',), {}, 'views'),  # the chapter's defaults on the augmented memory
 }
 SCORES = ('accuracy', 'roc_auc', 'balanced_accuracy', 'f1_macro')
 
@@ -38,9 +42,9 @@ def macro_f1(confusion) -> float:
 def _scores(prefix:str, s:dict) -> dict:
     return {f'{prefix}_{k}': (macro_f1(s['confusion']) if k == 'f1_macro' else s[k]) for k in SCORES}
 
-def choose(embs:dict, layers:tuple, by:str, **kwargs) -> tuple:
-    "The kNN (and its layer) that is best on validation by `by` over `layers`"
-    fits = {l: fit_knn(embs['train'][l], embs['valid'][l], by=by, **kwargs) for l in layers}
+def choose(embs:dict, layers:tuple, by:str, memory:str='train', **kwargs) -> tuple:
+    "The kNN (and its layer) fitted on `embs[memory]` that is best on validation by `by` over `layers`"
+    fits = {l: fit_knn(embs[memory][l], embs['valid'][l], by=by, **kwargs) for l in layers}
     def best(l): g = fits[l][1]; return g[by].min() if by == 'log_loss' else -g[by].max()
     layer = min(layers, key=best)  # first of the best, in the order given
     return layer, fits[layer][0], fits[layer][1]
@@ -52,7 +56,7 @@ def valid_crossfit_accuracy(embs:dict, layers:tuple, **kwargs) -> float:
     va = embs['valid'][layers[0]]
     pred = np.zeros(len(va), int)
     for a, b in GroupKFold(2).split(va.x, va.y, groups=[patient_id(p) for p in va.paths]):
-        half = {'train': embs['train'], 'valid': {l: _rows(embs['valid'][l], a) for l in layers}}
+        half = {**embs, 'valid': {l: _rows(embs['valid'][l], a) for l in layers}}
         layer, knn, _ = choose(half, layers, **kwargs)
         pred[b] = knn_probs(knn, _rows(embs['valid'][layer], b)).argmax(1)
     return skm.accuracy_score(va.y, pred)
@@ -62,17 +66,18 @@ def evaluate_seed(learn, task:str, seed:int, train_s:float) -> dict:
     named = [*body_stages(learn.model)[-2:], ('embedding', embedding_layer(learn.model))]
     embs = {s: dict(zip([n for n, _ in named], get_layer_embeddings(learn, s, [m for _, m in named], progress=False).values()))
             for s in ('train', 'valid', 'test')}
+    embs['views'] = {'embedding': first(augmented_embeddings(learn, N_VIEWS, [named[-1][1]], progress=False).values())}
     vprobs, vy = learn.get_preds(dl=split_dl(learn.dls, 'valid'))
     row = dict(task=task, seed=seed, train_s=train_s, head_valid_accuracy=skm.accuracy_score(vy, vprobs.argmax(1)))
-    for name, (layers, kw) in PROCEDURES.items():
-        kw = {'by': 'balanced_accuracy', **kw}
+    for name, (layers, kw, memory) in PROCEDURES.items():
+        kw = {'by': 'balanced_accuracy', **kw, 'memory': memory}
         layer, knn, grid = choose(embs, layers, **kw)
         _, res = knn_vs_head(learn, knn, embs["test"][layer])
         head, vote = res.values()
         if name == 'knn_chapter': row.update(_scores('head', head))
         row.update(_scores(name, vote))
         row.update({f'{name}_gap': row['head_accuracy'] - vote['accuracy'], f'{name}_layer': layer, f'{name}_k': knn.n_neighbors,
-                    f'{name}_metric': knn.metric, f'{name}_weights': knn.weights,
+                    f'{name}_metric': knn.metric, f'{name}_weights': knn.weights, f'{name}_memory': memory,
                     f'{name}_valid_accuracy': valid_crossfit_accuracy(embs, layers, **kw)})
     return row
 
@@ -136,7 +141,9 @@ def main(name:str='embeddings_cpu', # Results file name under bench/results
           f"validation embeddings, never on test): `knn_chapter` is `fit_knn`'s defaults (k in 1-45, uniform votes, by "
           f"balanced accuracy); `knn_acc` and `knn_logloss` choose k in {WIDE_KS}, euclidean or cosine, uniform or "
           f"distance-weighted votes by validation accuracy or log-loss; `knn_layer_acc` also chooses the layer (stage3, "
-          f"stage4 or the embedding) by validation accuracy. gap_points: head test accuracy minus kNN test accuracy, in "
+          f"stage4 or the embedding) by validation accuracy. These four remember the training images once, unaugmented; "
+          f"`knn_views` is `knn_chapter` fitted on {N_VIEWS} augmented views of each training image (`augmented_embeddings`: "
+          f"the training transforms the head was fitted under). gap_points: head test accuracy minus kNN test accuracy, in "
           f"points. valid_accuracy: accuracy on the validation split (the head at its argmax; each kNN procedure cross-fitted: "
           f"its choices made on one half of the validation patients and scored on the other, both ways).\n\nHardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s "
           f"({'models reused from ' + keep + ', trained in ' if df.reused.all() else 'training '}{df.train_s.sum():.0f} s).\n\n"

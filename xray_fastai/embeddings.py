@@ -18,14 +18,14 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.manifold import TSNE, trustworthiness
 from .phantoms import cache_dir
 from .data import *
-from .models import embedding_layer, body_stages, model_body, n_features, xray_model
+from .models import embedding_layer, body_stages, model_body, n_features, xray_model, eval_mode
 from .evaluate import classification_scores, plot_confusion
 
 # %% auto #0
 __all__ = ['EMBEDDINGS_VERSION', 'resolve_layer', 'pool_features', 'extract_features', 'Embeddings', 'model_hash', 'split_dl',
            'get_layer_embeddings', 'get_embeddings', 'fit_knn', 'knn_probs', 'knn_vs_head', 'plot_knn_vs_head',
-           'embedding_map', 'map_quality', 'plot_map', 'nearest_images', 'show_neighbours', 'layer_knn',
-           'plot_layer_knn']
+           'augmented_embeddings', 'embedding_map', 'map_quality', 'plot_map', 'nearest_images', 'show_neighbours',
+           'layer_knn', 'plot_layer_knn']
 
 # %% ../nbs/09_embeddings.ipynb #272ef13a
 def resolve_layer(model:nn.Module, # A model, usually an `xray_model`
@@ -57,15 +57,12 @@ def extract_features(model:nn.Module, # A model
     "The pooled output of each of `layers` for every image of `dl`, from one pass of `model`"
     named = [resolve_layer(model, l) for l in (layers or [None])]
     device = next(model.parameters()).device
-    feats, ys, was_training = [[] for _ in named], [], model.training
-    model.eval()
-    try:
-        with torch.no_grad(), Hooks([m for _, m in named], lambda m, i, o: pool_features(o).cpu()) as hooks:
-            for b in (progress_bar(dl, leave=False) if progress else dl):
-                model(b[0].to(device))
-                for f, h in zip(feats, hooks.stored): f.append(h)
-                if len(b) > 1: ys.append(b[1].cpu())
-    finally: model.train(was_training)
+    feats, ys = [[] for _ in named], []
+    with eval_mode(model), torch.no_grad(), Hooks([m for _, m in named], lambda m, i, o: pool_features(o).cpu()) as hooks:
+        for b in (progress_bar(dl, leave=False) if progress else dl):
+            model(b[0].to(device))
+            for f, h in zip(feats, hooks.stored): f.append(h)
+            if len(b) > 1: ys.append(b[1].cpu())
     res = {n: torch.cat(f).numpy() for (n, _), f in zip(named, feats)}
     return res, (torch.cat(ys).numpy().astype(int) if ys else None)
 
@@ -217,6 +214,23 @@ def plot_knn_vs_head(res:dict, # Second result of `knn_vs_head`
     for ax, (k, v) in zip(axs, res.items()): plot_confusion(v['confusion'], vocab, f"{k}: acc {v['accuracy']:.3f}", ax)
     fig.suptitle(title); fig.tight_layout()
     return fig
+
+# %% ../nbs/09_embeddings.ipynb #c365e63a
+@delegates(extract_features, but=['model', 'dl', 'layers'])
+def augmented_embeddings(learn:Learner, # A trained classifier
+                         n_views:int=4, # Augmented passes over the training split
+                         layers:list=None, # Modules or names (see `resolve_layer`); None is the embedding layer
+                         seed:int=0, # Seed of the first view; view `i` uses `seed + i`
+                         **kwargs) -> dict: # {layer name: `Embeddings` of `n_views` × the training images}
+    "Embeddings of `n_views` augmented views of every training image, under the training split's own transforms"
+    dl = learn.dls.train.new(shuffle=False, drop_last=False)  # in order, with the training augmentations
+    names = [resolve_layer(learn.model, l)[0] for l in (layers or [None])]
+    views = []
+    for i in range(n_views):
+        with no_random(seed + i): views.append(extract_features(learn.model, dl, names, **kwargs))
+    paths, vocab = _dl_paths(dl) * n_views, list(learn.dls.vocab)
+    return {n: Embeddings(np.concatenate([f[n] for f, _ in views]), np.concatenate([y for _, y in views]), paths, vocab, n)
+            for n in names}
 
 # %% ../nbs/09_embeddings.ipynb #fc5de00d
 def embedding_map(x:np.ndarray, # (n, d) embeddings

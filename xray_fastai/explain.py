@@ -19,7 +19,7 @@ from fastai.data.core import TfmdDL, DataLoaders
 from fastai.learner import Learner
 from fastprogress.fastprogress import progress_bar
 from torch.utils.data import DataLoader
-from .models import last_conv_layer, model_body, model_head, body_stages
+from .models import last_conv_layer, model_body, model_head, body_stages, eval_mode
 from .phantoms import phantom_data, lesion_mask
 from .learner import classifier_learner
 
@@ -31,14 +31,6 @@ __all__ = ['BaseCAM', 'GradCAM', 'GradCAMPlusPlus', 'CAM', 'n_hooks', 'show_cam'
            'activation_maximisation', 'show_activation_maximisation']
 
 # %% ../nbs/10_explain.ipynb #db10fc07
-@contextmanager
-def _eval_mode(model:nn.Module):
-    "`model` in eval mode for the block, back in its former mode afterwards (even after an error)"
-    was_training = model.training
-    model.eval()
-    try: yield model
-    finally: model.train(was_training)
-
 def _minmax(t:Tensor, eps:float=1e-7) -> Tensor:
     "Scale each map of a (B,h,w) batch to [0,1], as pytorch-grad-cam's `scale_cam_image` does"
     t = t - t.flatten(1).min(1)[0][:,None,None]
@@ -72,7 +64,7 @@ class BaseCAM:
     ) -> Tensor: # (B,H,W) heatmaps in [0,1]
         "Heatmaps of `targets` for the batch `x`"
         if self.hook.removed: raise RuntimeError("the hooks of this CAM were removed: build a new one")
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             with torch.enable_grad():
                 x = x.detach().clone().requires_grad_(True)  # the graph reaches the layer even in a frozen model
                 logits = self.model(x)
@@ -320,7 +312,7 @@ def deletion_insertion(
     frac = torch.linspace(0, 1, steps+1)
     tgt = torch.as_tensor(targets).long()[:,None]
     dele, ins = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         for f in frac:
             on = rank < int(round(f.item()*H*W))  # the top pixels
             dele.append(model(torch.where(on, base, x)).softmax(1).gather(1, tgt)[:,0])
@@ -380,7 +372,7 @@ def stage_activations(
 ) -> dict: # {stage name: activations (B,C,h,w)}
     "The output of every stage of the body for `x`, read through fastai hooks that are removed afterwards"
     stages = stages or body_stages(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         with hook_outputs([m for _,m in stages]) as hooks, torch.no_grad(): model(x)
     return {n: h.stored.float() for (n,_),h in zip(stages, hooks)}
 
@@ -411,7 +403,7 @@ def channel_maxima(
 ) -> dict: # value, row, col: (N,C) tensors; shape: the layer's (h,w)
     "Every channel's largest activation at `layer` on every image of `dl`, and where it is"
     vals, idxs = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         with hook_output(layer) as h, torch.no_grad():
             for b in (progress_bar(dl, leave=False) if progress else dl):
                 model(b[0])
@@ -434,7 +426,7 @@ def unit_box(
     frac:float=0.05, # Keep input pixels whose gradient is at least this share of the largest
 ) -> tuple: # (top, left, bottom, right), bottom and right exclusive
     "The input box that moves one unit: where the unit's gradient with respect to the image is not negligible"
-    with _eval_mode(model):
+    with eval_mode(model):
         with hook_output(layer, detach=False) as h, torch.enable_grad():
             xi = x[None].detach().clone().float().requires_grad_(True)
             model(xi)
@@ -484,7 +476,7 @@ def activation_maximisation(
     dev, g = next(model.parameters()).device, torch.Generator().manual_seed(seed)
     x = (0.1*torch.randn(len(channels), n_in, h, w, generator=g)).to(dev).requires_grad_(True)
     ch, opt = torch.as_tensor(channels, device=dev), torch.optim.Adam([x], lr=lr)
-    with _eval_mode(model):
+    with eval_mode(model):
         with hook_output(layer, detach=False) as hk, torch.enable_grad():
             for step in range(steps):
                 dy, dx = torch.randint(-jitter, jitter+1, (2,), generator=g).tolist()

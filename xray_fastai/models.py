@@ -6,10 +6,11 @@ Docs: https://xray-fastai.github.io/xray_fastai/models.html.md"""
 
 # %% auto #0
 __all__ = ['xray_head', 'add_xray_head', 'vgg_body', 'vgg_xray', 'xray_body', 'xray_model', 'model_body', 'model_head',
-           'embedding_layer', 'n_features', 'last_conv_layer', 'body_stages']
+           'embedding_layer', 'n_features', 'last_conv_layer', 'body_stages', 'eval_mode']
 
 # %% ../nbs/02_models.ipynb #10ba2be3
 from collections import OrderedDict
+from contextlib import contextmanager
 from fastai.basics import *
 from fastai.callback.hook import num_features_model
 from fastai.vision.learner import add_head
@@ -137,3 +138,13 @@ def body_stages(m:nn.Sequential) -> list:
     body = model_body(m)
     if hasattr(body, 'feature_info'): return [(f['module'], body.get_submodule(f['module'])) for f in body.feature_info]
     return list(body.named_children())
+
+# %% ../nbs/02_models.ipynb #d98d7359
+@contextmanager
+def eval_mode(model:nn.Module # Any module
+             ):
+    "`model` in eval mode for the block, back in its former mode afterwards (even after an error)"
+    was_training = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was_training)
