@@ -218,13 +218,14 @@ def pointing_game(learn:Learner, # A classifier trained on phantoms (e.g. from `
                   cls:type=None, # The map: `GradCAM` by default
                  ) -> dict: # Test accuracy, the chosen layer, its validation and test hit rates
     "Choose `cls`'s layer by pointing-game hit rate on the validation phantoms, then score the test phantoms there"
-    cls, m = cls or GradCAM, learn.model.eval().cpu()  # the batches are on the CPU
+    cls, m = cls or GradCAM, learn.model.cpu()  # the batches are on the CPU
     (xv, yv, mv), (xt, yt, mt) = [phantom_batch(learn.dls, its) for its in (learn.dls.valid.items, learn.dls.test_split_dl().items)]
     layers = candidate_layers(m)
-    valid = {n: localise(m, cls, l, xv, yv, mv).hit.mean() for n, l in layers.items()}
-    best = max(valid, key=valid.get)
-    with torch.no_grad(): acc = (m(xt).argmax(1) == yt).float().mean().item()
-    return dict(test_accuracy=acc, layer=best, valid_hit=valid[best], test_hit=localise(m, cls, layers[best], xt, yt, mt).hit.mean())
+    with eval_mode(m):
+        valid = {n: localise(m, cls, l, xv, yv, mv).hit.mean() for n, l in layers.items()}
+        best = max(valid, key=valid.get)
+        with torch.no_grad(): acc = (m(xt).argmax(1) == yt).float().mean().item()
+        return dict(test_accuracy=acc, layer=best, valid_hit=valid[best], test_hit=localise(m, cls, layers[best], xt, yt, mt).hit.mean())
 
 # %% ../nbs/10_explain.ipynb #3ce3f08d
 def _reinit(module:nn.Module):
@@ -334,7 +335,7 @@ def faithfulness(
     **kwargs, # Passed to `deletion_insertion`
 ) -> tuple: # (table of mean AUCs, dict of mean curves)
     "Deletion and insertion AUCs (mean over the batch) of each method and of random maps"
-    with torch.no_grad(): targets = _targets(targets, model.eval()(x))
+    with torch.no_grad(), eval_mode(model): targets = _targets(targets, model(x))
     heats = {}
     for cls in methods:
         with cls(model) as cam: heats[cls.__name__] = cam(x, targets)
