@@ -6,10 +6,10 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import datetime, inspect, json, os, platform, shlex, sys, tempfile, time
+import datetime, inspect, os, shlex, sys, time
 from pathlib import Path
 from typing import Annotated
-import pandas as pd, torch
+import pandas as pd
 from fastcore.script import anno_parser, CliError
 import xray_fastai
 from .data import *

@@ -6,14 +6,14 @@ Docs: https://xray-fastai.github.io/xray_fastai/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #ab7f4ac4
 from __future__ import annotations
-import csv, hashlib, json, math, os, re, shutil, tempfile, warnings
+import csv, hashlib, json, math, os, re, tempfile, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from fastcore.all import *
 from fastai.data.all import *
-from fastai.vision.core import PILImageBW, TensorImageBW, image2tensor
-from fastai.vision.augment import AffineCoordTfm, Brightness, Contrast, LightingTfm, Resize, Rotate, Zoom, _draw_mask, affine_mat, setup_aug_tfms
+from fastai.vision.core import PILImageBW, TensorImageBW
+from fastai.vision.augment import AffineCoordTfm, Brightness, Contrast, Resize, Rotate, Zoom, _draw_mask, affine_mat, setup_aug_tfms
 from torch import ones_like as t1, zeros_like as t0
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from .phantoms import cache_dir, phantom_data, _hw

@@ -7,18 +7,18 @@ Docs: https://xray-fastai.github.io/xray_fastai/embeddings.html.md"""
 # %% ../nbs/09_embeddings.ipynb #4cb4eba7
 from __future__ import annotations
 import hashlib, json, os, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np, pandas as pd, torch, sklearn.metrics as skm
 import matplotlib.pyplot as plt
 from fastcore.all import *
 from fastai.basics import *
-from fastai.callback.hook import Hooks, hook_output
+from fastai.callback.hook import Hooks
 from fastprogress.fastprogress import progress_bar
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.manifold import TSNE, trustworthiness
 from .phantoms import cache_dir
 from .data import *
-from .models import embedding_layer, body_stages, model_body, n_features, xray_model, eval_mode
+from .models import embedding_layer, body_stages, eval_mode
 from .evaluate import classification_scores, plot_confusion
 
 # %% auto #0

@@ -7,7 +7,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/evaluate.html.md"""
 # %% ../nbs/05_evaluate.ipynb #0881f6a7
 from __future__ import annotations
 import json
-import numpy as np, pandas as pd, torch, sklearn.metrics as skm
+import numpy as np, pandas as pd, sklearn.metrics as skm
 import matplotlib.pyplot as plt
 from fastcore.all import *
 from fastai.basics import *

@@ -7,7 +7,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/experiments.html.md"""
 # %% ../nbs/07_experiments.ipynb #7089fb9d
 from __future__ import annotations
 import os, platform, time
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from fastcore.all import *
 from fastai.basics import *
 from .data import *

@@ -7,7 +7,6 @@ Docs: https://xray-fastai.github.io/xray_fastai/explain.html.md"""
 # %% ../nbs/10_explain.ipynb #0f26f7c0
 from __future__ import annotations
 import copy
-from contextlib import contextmanager
 from typing import Callable
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt

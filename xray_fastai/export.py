@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/export.html.md"""
 
 # %% ../nbs/06_export.ipynb #79e7eb77
 from __future__ import annotations
-import hashlib, json, tempfile, warnings
+import hashlib, json, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn

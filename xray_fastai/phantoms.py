@@ -9,7 +9,7 @@ __all__ = ['PHANTOM_LABELS', 'PHANTOM_VERSION', 'random_anatomy', 'chest_phantom
            'phantom_data']
 
 # %% ../nbs/00_phantoms.ipynb #3428a4b6
-import os, re, json, shutil, tempfile
+import os, json, shutil, tempfile
 from pathlib import Path
 import numpy as np
 from PIL import Image

@@ -10,7 +10,6 @@ __all__ = ['CPUMixedPrecision']
 # %% ../nbs/03_precision.ipynb #aaa07161
 from fastai.basics import *
 from fastai.callback.fp16 import MixedPrecision
-from fastai.callback.channelslast import ChannelsLast
 
 # %% ../nbs/03_precision.ipynb #64c331df
 def _channels_last(x):
