@@ -308,13 +308,24 @@ SPLITS = {'patient': patient_split, 'report': report_split}
 # %% ../nbs/01_data.ipynb #48c2e706
 BALANCE = ('none', 'undersample', 'oversample', 'weighted')
 
+def _pneumonia_share(df:pd.DataFrame, share:float, seed:int) -> pd.DataFrame:
+    "Undersample one side of the training rows so that PNEUMONIA makes up `share` of them"
+    if not 0 < share < 1: raise XrayDataError(f"a balance share must lie strictly between 0 and 1, not {share}")
+    train = _train_rows(df)
+    sick = df[train & (df['binary'] == 'PNEUMONIA')]
+    well = df[train & (df['binary'] == 'NORMAL')]
+    if len(sick) > share * (len(sick) + len(well)): sick = sick.sample(round(share / (1-share) * len(well)), random_state=seed)
+    else: well = well.sample(round((1-share) / share * len(sick)), random_state=seed)
+    return pd.concat([sick, well, df[~train]]).sort_index(kind='stable')
+
 def balance_items(df:pd.DataFrame, # Items with an `is_valid` column
                   label:str='binary', # Label column to balance
-                  strategy:str='none', # One of 'none', 'undersample', 'oversample', 'weighted'
+                  strategy:str|float='none', # One of 'none', 'undersample', 'oversample', 'weighted', or a PNEUMONIA share in (0, 1)
                   seed:int=0, # Random seed
                  ) -> pd.DataFrame:
-    "Resample the training rows of `df` so every `label` class has as many images ('undersample', 'oversample')"
-    if strategy not in BALANCE: raise XrayDataError(f"balance must be one of {', '.join(BALANCE)}, not {strategy!r}")
+    "Resample the training rows of `df` so every `label` class has as many images, or PNEUMONIA has the share `strategy`"
+    if isinstance(strategy, float): return _pneumonia_share(df, strategy, seed)
+    if strategy not in BALANCE: raise XrayDataError(f"balance must be one of {', '.join(BALANCE)} or a share in (0, 1), not {strategy!r}")
     if strategy in ('none', 'weighted'): return df
     train = _train_rows(df)
     groups = df[train].groupby(label)
@@ -528,7 +539,7 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
                      size:int|tuple=224, # Square side or (height, width)
                      split:str='patient', # 'patient' (grouped by patient) or 'report' (by image)
                      valid_pct:float=0.2, # Share of the fitting images held out for validation
-                     balance:str='none', # 'none', 'undersample', 'oversample' or 'weighted'
+                     balance:str|float='none', # 'none', 'undersample', 'oversample', 'weighted' or a PNEUMONIA share (see `balance_items`)
                      aug:str|list='report', # An augmentation preset or a list of batch transforms
                      bs:int=64, # Batch size
                      seed:int=0, # Seed for the split, the resampling and the shuffling
