@@ -1,0 +1,109 @@
+"""Benchmark: the shift study's levers, each over seeds on real data, with ensembles and transductive rows apart.
+
+Not a test: it trains one binary classifier per lever and seed (about a minute each at 96 px on a 2-core CPU).
+Every model's threshold is chosen on validation (patients of the training folder); the test labels are read only
+to score. Each base model is also scored with test-time augmentation (fastai's `tta`) and, in rows marked
+transductive, after `adapt_bn` on the unlabeled test images and after EM prior correction. After all seeds, the
+seeds' probabilities of each lever are averaged (an ensemble, threshold from the ensemble's validation scores).
+The ensembles' threshold is the mean of their seeds' validation thresholds (each seed has its own
+validation split). Results: bench/results/NAME.csv (one row per lever, seed and scoring), NAME_probs.csv.gz (every probability),
+NAME.md (mean ± std). Example:
+
+    XRAY_DATA=../shared/data/chest_xray python bench/shift.py --name shift_levers_cpu
+"""
+import shlex, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd
+from fastcore.script import call_parse
+from fastai.basics import defaults
+from fastai.callback.progress import ProgressCallback
+from xray_fastai.evaluate import classification_scores
+from xray_fastai.learner import pick_threshold
+from xray_fastai.experiments import train_classifier, mean_std, hardware
+from xray_fastai.shift import LEVERS, lever_settings, adapt_bn, em_prior, prior_corrected, expected_calibration_error, fit_temperature, with_temperature
+
+ORDER = ['base', 'weighted', 'undersample', 'test_share', 'per_image_norm', 'hist_equalize', 'photometric', 'lung_crop',
+         'batch_stats_norm', 'group_norm', 'instance_norm', 'label_smoothing', 'mixup', 'lower_lr', 'random_erasing',
+         'longer_early_stop']
+KIND = {'test_share': 'uses the test pneumonia share', 'batch_stats_norm': 'transductive (test batch statistics)'}
+COLS = ['accuracy', 'roc_auc', 'sensitivity', 'specificity', 'balanced_accuracy', 'f1']
+
+def scores(valid:tuple, test:tuple, thr:float=None) -> dict:
+    "Test scores at the argmax and at `thr` (Youden on `valid` when None), with the validation AUC and ECEs"
+    thr = pick_threshold(valid[0][:, 1], valid[1]) if thr is None else thr
+    a, t, v = classification_scores(*test), classification_scores(*test, thr), classification_scores(*valid)
+    return dict(**{f'test_{k}': a[k] for k in COLS}, **{f'test_thr_{k}': t[k] for k in COLS}, threshold=thr,
+                valid_roc_auc=v['roc_auc'], valid_ece=expected_calibration_error(*valid), test_ece=expected_calibration_error(*test))
+
+def preds(learn, dl) -> tuple:
+    p, t = learn.get_preds(dl=dl)
+    return p.numpy(), t.numpy()
+
+@call_parse
+def main(name:str='shift_levers_cpu', # Results file name under bench/results
+         levers:str='all', # Comma-separated lever names, or 'all' (see `xray_fastai.shift.LEVERS`)
+         size:int=96, # Image side in pixels
+         epochs:int=5, # Epochs per run (levers may multiply it)
+         lr:float=2e-3, # Peak learning rate (levers may multiply it)
+         bs:int=64, # Batch size
+         seeds:str='0,1,2', # Comma-separated seeds
+         data:str=None, # Data folder; $XRAY_DATA by default
+        ):
+    "Train every lever once per seed and write the lever table"
+    defaults.callbacks = [c for c in defaults.callbacks if c is not ProgressCallback]  # a log file, not a terminal
+    out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
+    names = ORDER if levers == 'all' else levers.split(',')
+    assert set(ORDER) == set(LEVERS), "every lever has a place in ORDER"
+    seeds = [int(s) for s in seeds.split(',')]
+    base = dict(source=data, task='binary', arch='vgg', size=size, epochs=epochs, lr=lr, bs=bs, balance='none', aug='report',
+                split='patient', learner_kwargs=dict(model_kwargs=dict(widths=(16, 32, 64, 128))))
+    start, rows, probs = time.perf_counter(), [], []
+    def keep(variant, seed, kind, valid, test, thr=None, **extra):
+        rows.append(dict(variant=variant, seed=seed, kind=kind, **scores(valid, test, thr), **extra))
+        for split, (p, t) in (('valid', valid), ('test', test)):
+            probs.append(pd.DataFrame(dict(variant=variant, seed=seed, split=split, target=t, p=p[:, 1])))
+        pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every run: a stopped run keeps its rows
+    for lever in names:
+        for seed in seeds:
+            learn, rec = train_classifier(seed=seed, **lever_settings(lever, base))
+            tdl = learn.dls.test_split_dl()
+            valid, test = preds(learn, learn.dls.valid), preds(learn, tdl)
+            keep(lever, seed, KIND.get(lever, 'inductive'), valid, test, train_s=rec['train_s'])
+            base_thr = rows[-1]['threshold']
+            print(f"{lever} seed {seed}: test accuracy {rows[-1]['test_accuracy']:.3f}, specificity {rows[-1]['test_specificity']:.3f}", flush=True)
+            if lever != 'base': continue
+            tta_valid = (learn.tta(dl=learn.dls.valid)[0].numpy(), valid[1])
+            keep('base + tta', seed, 'inductive', tta_valid, (learn.tta(dl=tdl)[0].numpy(), test[1]))
+            T = fit_temperature(*valid)
+            prior = np.bincount(valid[1], minlength=2) / len(valid[1])  # the training folder's shares, from validation
+            calibrated = with_temperature(test[0], T)
+            est = em_prior(calibrated, prior)
+            keep('base + EM prior correction', seed, 'transductive (unlabeled test predictions)', valid,
+                 (prior_corrected(calibrated, prior, est), test[1]), thr=0.5, temperature=T, em_share=est[1])
+            adapt_bn(learn.model, tdl)
+            keep('base + test BN statistics', seed, 'transductive (unlabeled test images)', valid, preds(learn, tdl), thr=base_thr)
+    allp = pd.concat(probs, ignore_index=True)
+    allp.to_csv(out/f'{name}_probs.csv.gz', index=False, float_format='%.5f')
+    runs = pd.DataFrame(rows)
+    for variant, g in allp[allp.split == 'test'].groupby('variant', sort=False):  # the seeds' mean probability: an ensemble
+        n = g.seed.nunique()
+        if n < 2: continue
+        p = g.p.to_numpy().reshape(n, -1).mean(0)  # every seed scores the same test images in the same order
+        t = g.target.to_numpy()[:len(p)]
+        r = runs[runs.variant == variant]
+        ens = classification_scores(np.stack([1-p, p], 1), t)
+        thr = classification_scores(np.stack([1-p, p], 1), t, r.threshold.mean())  # the seeds' validation thresholds, averaged
+        rows.append(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in COLS},
+                         **{f'test_thr_{k}': thr[k] for k in COLS}, threshold=r.threshold.mean(), test_ece=expected_calibration_error(np.stack([1-p, p], 1), t)))
+    df = pd.DataFrame(rows)
+    df.to_csv(out/f'{name}.csv', index=False)
+    cols = [f'test_{k}' for k in COLS[:4]] + ['test_thr_accuracy', 'test_thr_specificity', 'valid_roc_auc', 'valid_ece', 'test_ece', 'train_s']
+    table = mean_std(df, [c for c in cols if c in df], by=['kind', 'variant'])
+    cmd = 'python bench/shift.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+    md = (f"# Shift study: levers ({name})\n\nBase: binary, vgg (widths 16-128), {size} px, {epochs} epochs, lr {lr}, bs {bs}, "
+          f"no balancing, the report's augmentation, patient split; seeds {seeds}. Every threshold from validation "
+          f"(`test_thr_*`); `test_*` at the argmax. Ensembles average the seeds' probabilities.\n\n"
+          f"Hardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n"
+          f"```\n{table.to_string()}\n```\n")
+    (out/f'{name}.md').write_text(md)
+    print(md)
