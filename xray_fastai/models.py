@@ -97,7 +97,7 @@ def xray_body(
         return vgg_body(n_in, **kwargs) if arch=='vgg' else _xresnet_body(arch, n_in, **kwargs)
     return _timm_body(arch, n_in, pretrained, **kwargs)
 
-# %% ../nbs/02_models.ipynb #bc5fa386
+# %% ../nbs/02_models.ipynb #7ec61e5c
 NORMS = ('batch', 'group', 'instance', 'batch_stats')
 
 def _norm_like(bn:nn.BatchNorm2d, norm:str) -> nn.Module:
