@@ -2,7 +2,7 @@
 
 Not a test: it trains one binary classifier per lever and seed (about a minute each at 96 px on a 2-core CPU).
 Every model's threshold is chosen on validation (patients of the training folder); the test labels are read only
-to score. Each base model is also scored with test-time augmentation (fastai's `tta`) and, in rows marked
+to score. Each model of the `--extras` levers (the base recipe by default) is also scored with test-time augmentation (fastai's `tta`) and, in rows marked
 transductive, after `adapt_bn` on the unlabeled test images and after EM prior correction. After all seeds, the
 seeds' probabilities of each lever are averaged (an ensemble, threshold from the ensemble's validation scores).
 The ensembles' threshold is the mean of their seeds' validation thresholds (each seed has its own
@@ -47,6 +47,7 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
          lr:float=2e-3, # Peak learning rate (levers may multiply it)
          bs:int=64, # Batch size
          seeds:str='0,1,2', # Comma-separated seeds
+         extras:str='base', # Levers also scored with TTA and, in transductive rows, adapt_bn and EM prior correction
          data:str=None, # Data folder; $XRAY_DATA by default
         ):
     "Train every lever once per seed and write the lever table"
@@ -71,17 +72,17 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
             keep(lever, seed, KIND.get(lever, 'inductive'), valid, test, train_s=rec['train_s'])
             base_thr = rows[-1]['threshold']
             print(f"{lever} seed {seed}: test accuracy {rows[-1]['test_accuracy']:.3f}, specificity {rows[-1]['test_specificity']:.3f}", flush=True)
-            if lever != 'base': continue
+            if lever not in extras.split(','): continue
             tta_valid = (learn.tta(dl=learn.dls.valid)[0].numpy(), valid[1])
-            keep('base + tta', seed, 'inductive', tta_valid, (learn.tta(dl=tdl)[0].numpy(), test[1]))
+            keep(f'{lever} + tta', seed, 'inductive', tta_valid, (learn.tta(dl=tdl)[0].numpy(), test[1]))
             T = fit_temperature(*valid)
             prior = np.bincount(valid[1], minlength=2) / len(valid[1])  # the training folder's shares, from validation
             calibrated = with_temperature(test[0], T)
             est = em_prior(calibrated, prior)
-            keep('base + EM prior correction', seed, 'transductive (unlabeled test predictions)', valid,
+            keep(f'{lever} + EM prior correction', seed, 'transductive (unlabeled test predictions)', valid,
                  (prior_corrected(calibrated, prior, est), test[1]), thr=0.5, temperature=T, em_share=est[1])
             adapt_bn(learn.model, tdl)
-            keep('base + test BN statistics', seed, 'transductive (unlabeled test images)', valid, preds(learn, tdl), thr=base_thr)
+            keep(f'{lever} + test BN statistics', seed, 'transductive (unlabeled test images)', valid, preds(learn, tdl), thr=base_thr)
     allp = pd.concat(probs, ignore_index=True)
     allp.to_csv(out/f'{name}_probs.csv.gz', index=False, float_format='%.5f')
     runs = pd.DataFrame(rows)
