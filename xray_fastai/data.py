@@ -603,7 +603,7 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
     items = source if isinstance(source, pd.DataFrame) else xray_items(xray_source(source))
     if task == 'multiclass' and items['multiclass'].isna().any():
         raise XrayDataError(f"no bacteria/virus in the name of {', '.join(items.path[items.multiclass.isna()][:5])}")
-    items = _split_items(items.reset_index(drop=True), split, valid_pct, seed, None if task == 'normal_only' else task)
+    items = _split_items(items.reset_index(drop=True), split, valid_pct, seed, task if task in TASKS else None)
     images = xray_cache(items['path'], size) if cache else None
     items['cache_idx'] = np.arange(len(items))
     label = 'binary' if task == 'normal_only' else task
