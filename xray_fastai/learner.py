@@ -191,11 +191,15 @@ def fit_xray(self:Learner,
     elif resume: raise ValueError("resume=True needs the checkpoint folder")
     _check_batches(self.dls)
     kwargs['cbs'] = L(kwargs.get('cbs')) + _StopOnNonFiniteLoss()
-    with interrupt_between_batches(self):
-        if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
-        monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
-        cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
-        return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
+    try:
+        with interrupt_between_batches(self):
+            if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
+            monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
+            cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
+            return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
+    except BaseException:  # fastai skips `after_fit` on errors and Ctrl-C: remove the temporary best weights here
+        for cb in self.cbs.filter(lambda o: isinstance(o, _RemoveBestWeights)): cb.after_fit()
+        raise
 
 # %% ../nbs/04_learner.ipynb #c8444f5f
 CHECKPOINT = 'checkpoint.pth'
