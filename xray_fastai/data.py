@@ -136,6 +136,7 @@ def load_xray(path:str|Path, # An image file: any format PIL reads, or DICOM (wi
         return np.asarray(im)
     except XrayDataError: raise
     except _PixelError as e: raise XrayDataError(f"{path}: {e}; refused rather than predicted as a black image") from e
+    except FileNotFoundError as e: raise XrayDataError(f"{path}: no such file") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise XrayDataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 

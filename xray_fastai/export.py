@@ -85,9 +85,6 @@ def _training(learn) -> dict:
     history = [dict(zip(names, map(float, v))) for v in getattr(rec, 'values', []) if len(v) == len(names)]
     w = getattr(getattr(lf, 'func', lf), 'weight', None)
     smc = first(cb for cb in learn.cbs if type(cb).__name__ == 'SaveModelCallback')
-    # the best epoch's value, from the history: the tracker's own `best` is reset by later fits and predictions
-    scores = [h[smc.monitor] for h in history if smc is not None and math.isfinite(h.get(smc.monitor, math.nan))]
-    best = (max if smc.comp(1, 0) else min)(scores) if scores else None  # comp: np.greater or np.less
     return dict(epochs=getattr(learn, 'n_epoch', len(history)), bs=dls.bs,
                 n_train=len(dls.train.items) if hasattr(dls.train, 'items') else None,
                 n_valid=len(dls.valid.items) if hasattr(dls.valid, 'items') else None,
@@ -95,11 +92,16 @@ def _training(learn) -> dict:
                 class_weights=None if w is None else [float(o) for o in w],
                 optimizer=getattr(learn.opt_func, '__name__', str(learn.opt_func)), wd=learn.wd,
                 monitor=getattr(smc, 'monitor', None),
-                best=best,
                 mixed_precision=any(n in _cb_names(learn) for n in ('CPUMixedPrecision', 'MixedPrecision')),
                 history=history)
 
 # %% ../nbs/06_export.ipynb #f18bcb9b
+def _best(history:list, smc) -> float|None:
+    "The best epoch's monitored value, read off the history: the tracker's own `best` is reset by later fits"
+    if smc is None: return None
+    scores = [h[smc.monitor] for h in history if _finite(h.get(smc.monitor)) is not None]
+    return (max if smc.comp(1, 0) else min)(scores) if scores else None  # comp: np.greater or np.less
+
 def _finite(o):
     "`o` with every NaN or infinite float replaced by None: strict JSON (a NaN score in the history is 'no value')"
     if isinstance(o, float): return o if math.isfinite(o) else None
@@ -124,6 +126,8 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
                threshold=None if thr is None else float(thr),
                toolkit_version=xray_fastai.__version__, torch_version=torch.__version__,
                training={**_training(learn), **(training or {})})
+    smc = first(cb for cb in learn.cbs if type(cb).__name__ == 'SaveModelCallback')
+    cfg['training']['best'] = _best(cfg['training']['history'], smc)
     try: return json.loads(json.dumps(_finite(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e
 

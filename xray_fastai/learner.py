@@ -146,7 +146,7 @@ def interrupt_between_batches(learn # A fastai `Learner`
         learn.remove_cb(cb)
 
 # %% ../nbs/04_learner.ipynb #6ad67179
-class XrayTrainingError(ValueError):
+class XrayTrainingError(XrayDataError):
     "Training that cannot give a usable model (no batch to train on, a loss that is not finite), with what to change"
     def __init__(self, message:str): super().__init__(message); self.message = message
     def __str__(self): return self.message  # fastai rewrites the args of errors raised in callbacks; the message stays one line
