@@ -291,7 +291,8 @@ class XrayPredictor:
                 progress:bool=False, # Show a progress bar
                ) -> pd.DataFrame: # Columns path, label, prob_<class>..., [pneumonia_prob,] error
         "Predict every image of `paths`; unreadable files, and any the model gives no finite probabilities, get a message in `error` instead"
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1: raise XrayDataError(f"bs must be a positive integer, not {bs!r}")
+        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise XrayDataError(f"bs must be a positive integer, not {bs!r}")
         files = image_files(paths)
         cols = ['path', 'label', *[f'prob_{v}' for v in self.vocab], *(['pneumonia_prob'] if self.task == 'binary' else []), 'error']
         rows = [dict(path=str(f), label=None, error=None) for f in files]
