@@ -1,5 +1,5 @@
 "The `xray-fastai` command end to end, in a subprocess as a user would run it, on a tiny data set."
-import json, os, subprocess, sys
+import errno, json, os, shutil, subprocess, sys
 from pathlib import Path
 import pandas as pd, pytest
 from conftest import write_image
@@ -45,6 +45,9 @@ def test_train_writes_the_report_and_the_model(run):
     summary = (out/'summary.md').read_text()
     for s in ('## Data', '## Settings', '## Training', 'torch', '](confusion.png)', '](roc.png)', 'argmax', 'threshold'): assert s in summary
     assert 'Scores on the test split (20 images)' in run['res'].stdout and 'roc_auc' in run['res'].stdout
+    assert cfg['training']['best'] == max(h['roc_auc_score'] for h in cfg['training']['history'])  # not -Infinity
+    umask = os.umask(0); os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o666 & ~umask for p in out.iterdir()}
 
 def test_predict_prints_a_row_per_image_and_writes_csv(run):
     csv = run['tmp']/'pred.csv'
@@ -59,7 +62,7 @@ def test_predict_reports_unreadable_files_and_goes_on(run, capsys):
     bad = run['tmp']/'bad'; bad.mkdir(exist_ok=True)
     (bad/'broken.jpeg').write_bytes(b'not an image')
     good = next((run['data']/'test'/'NORMAL').iterdir())
-    res = cli('predict', run['out'], bad, good, check=0)
+    res = cli('predict', run['out'], bad, good, check=1)  # a file failed: exit status 1, so that scripts notice
     assert '1 image(s) predicted, 1 unreadable' in res.stdout and 'broken.jpeg' in res.stderr
     assert main(['predict', str(run['out']), str(bad/'broken.jpeg')]) == 1  # nothing predicted: exit status 1
     assert 'broken.jpeg: not a readable image' in capsys.readouterr().err
@@ -81,7 +84,7 @@ def test_help_lists_every_option(capsys):
     (['predict', '{tmp}', '{tmp}'], 'config.json: no such file'),
 ])
 def test_bad_input_is_one_line_not_a_traceback(tmp_path, args, msg):
-    res = cli(*[a.format(tmp=tmp_path) for a in args], cache=tmp_path/'cache', check=1)
+    res = cli(*[a.format(tmp=tmp_path) for a in args], cache=tmp_path/'cache', check=2)
     err = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(err) == 1 and msg in err[0] and err[0].startswith('xray-fastai ') and 'Traceback' not in res.stderr
 
@@ -93,7 +96,7 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, args, msg):
 def test_bad_options_in_process(tmp_path, capsys, monkeypatch, args, msg):
     monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
     (tmp_path/'notes.txt').write_text('no x-rays here')
-    assert main([a.format(tmp=tmp_path) for a in args]) == 1
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
 
@@ -101,3 +104,112 @@ def test_unknown_command_and_bad_option(capsys):
     assert main(['fit']) == 2 and 'unknown command' in capsys.readouterr().err
     with pytest.raises(SystemExit) as e: main(['train', '--task', 'pneumonia'])
     assert e.value.code == 2 and '--task: invalid choice' in capsys.readouterr().err
+
+@pytest.fixture(scope='module')
+def bad(tmp_path_factory):
+    "Small data sources with one problem each, and a file and a folder of the user's"
+    tmp = tmp_path_factory.mktemp('bad')
+    for c in ('NORMAL', 'PNEUMONIA'):
+        for i in range(10): write_image(tmp/'small'/c/f'{c[0]}{i}.jpeg', seed=i)
+        for i in range(2): write_image(tmp/'two'/c/f'{c[0]}{i}.jpeg', seed=i)
+    shutil.copytree(tmp/'small', tmp/'cases'); shutil.copytree(tmp/'small'/'NORMAL', tmp/'cases'/'normal')
+    names = [f'small/{c}/{c[0]}{i}.jpeg' for c in ('NORMAL', 'PNEUMONIA') for i in range(10)]
+    pd.DataFrame(dict(path=names[:10], label='NORMAL')).to_csv(tmp/'one_class.csv', index=False)
+    pd.DataFrame(dict(path=names, label=[n.split('/')[1] for n in names], split='test')).to_csv(tmp/'test_only.csv', index=False)
+    pd.DataFrame(dict(path=names + names[:1], label=[n.split('/')[1] for n in names] + ['PNEUMONIA'],
+                      split=['train']*20 + ['test'])).to_csv(tmp/'dup.csv', index=False)
+    (tmp/'afile').write_text('a file')
+    (tmp/'mine').mkdir(); (tmp/'mine'/'summary.md').write_text('my notes'); (tmp/'mine'/'metrics.json').write_text('{}')
+    return tmp
+
+@pytest.mark.parametrize('args,msg', [
+    (['--arch', 'vgj'], "unknown architecture; use vgg"),
+    (['--arch', 'resnet_18'], "did you mean"),
+    (['--seed', '-1'], '--seed must be at least 0, not -1'),
+    (['--seed', str(2**32)], '--seed must be at most 4294967295'),
+    (['--lr', 'inf'], '--lr must be a number in (0, 1], not inf'),
+    (['--lr', 'nan'], '--lr must be a number in (0, 1], not nan'),
+    (['--lr', '0'], '--lr must be a number in (0, 1]'),
+    (['--size', '100000'], '--size must be at most 2048'),
+    (['--valid-pct', 'nan'], '--valid-pct must be between 0 and 1'),
+    (['--out', '{tmp}/afile'], 'afile is a file; give a folder'),
+    (['--out', '{tmp}/afile/run'], 'cannot write there'),
+    (['--out', '{tmp}/mine'], 'holds summary.md, metrics.json, which training would replace'),
+    (['--data', '{tmp}/two'], 'too few images to hold out'),
+    (['--data', '{tmp}/one_class.csv'], 'PNEUMONIA has 0 training and 0 validation image(s)'),
+    (['--data', '{tmp}/test_only.csv'], 'no images to train on: all 20 are in the test split'),
+    (['--data', '{tmp}/dup.csv'], 'N0.jpeg at line 2 (train, NORMAL) and line 22 (test, PNEUMONIA)'),
+    (['--data', '{tmp}/cases'], 'folders NORMAL/ and normal/ differ only in case'),
+    (['--bs', '64'], 'no training batch'),
+])
+def test_train_user_errors(bad, tmp_path, capsys, monkeypatch, args, msg):
+    "Each user error: one line naming it, exit status 2, before any training, and the user's files untouched"
+    monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
+    argv = ['train', '--data', bad/'small', '--size', '16', '--epochs', '1', '--bs', '4', '--aug', 'none',
+            '--out', tmp_path/'run'] + [a.format(tmp=bad) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('xray-fastai train: error: ') and msg in err[0], err
+    assert not (tmp_path/'run'/'config.json').exists()
+    assert (bad/'mine'/'summary.md').read_text() == 'my notes' and (bad/'mine'/'metrics.json').read_text() == '{}'
+
+def _damage(run, tmp_path, change):
+    "A copy of the trained model folder, changed by `change(folder)` with the weights' checksum kept up to date"
+    from xray_fastai.export import _sha256
+    d = Path(shutil.copytree(run['out'], tmp_path/'model'))
+    change(d)
+    cfg = json.loads((d/'config.json').read_text()); cfg['weights_sha256'] = _sha256(d/'model.safetensors')
+    (d/'config.json').write_text(json.dumps(cfg))
+    return d
+
+def _nan_weights(d):
+    from safetensors.torch import load_file, save_file
+    sd = load_file(d/'model.safetensors'); k = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[k][...] = float('nan'); save_file(sd, d/'model.safetensors')
+
+def _nan_stats(d):
+    cfg = json.loads((d/'config.json').read_text()); cfg['stats'][0] = float('nan'); (d/'config.json').write_text(json.dumps(cfg))
+
+@pytest.mark.parametrize('args,msg', [
+    (['--bs', '0'], '--bs must be at least 1, not 0'),
+    (['--bs', '-1'], '--bs must be at least 1, not -1'),
+    (['--csv', '{tmp}'], 'is a folder; give a file name'),
+    (['--csv', '{data}/NORMAL/IM-0000-0001.jpeg/p.csv'], 'cannot create its folder'),
+    ('nan_weights', 'hold NaN or infinite values'),
+    ('nan_stats', 'stats must be [mean, std], finite numbers'),
+])
+def test_predict_user_errors(run, tmp_path, capsys, args, msg):
+    "Each user error: one line naming it, exit status 2; never a table of labels with NaN probabilities"
+    model = run['out']
+    if isinstance(args, str): model, args = _damage(run, tmp_path, {'nan_weights': _nan_weights, 'nan_stats': _nan_stats}[args]), []
+    argv = ['predict', model, run['data']/'test', *[a.format(tmp=tmp_path, data=run['data']/'test') for a in args]]
+    assert main(list(map(str, argv))) == 2
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('xray-fastai predict: error: ') and msg in err[0], err
+    assert 'NORMAL' not in out
+
+def test_predict_missing_file_and_exit_status(run, capsys):
+    assert main(['predict', str(run['out']), str(run['tmp']/'missing.jpeg')]) == 1
+    assert 'missing.jpeg: no such file' in capsys.readouterr().err
+
+def test_predict_non_utf8_file_names(run, tmp_path):
+    "A file name that is not UTF-8 is printed with a replacement character and written to the CSV as its bytes"
+    folder = tmp_path/'scans'; folder.mkdir()
+    name = os.fsdecode(b'caf\xe9.jpeg')
+    shutil.copy(next((run['data']/'test'/'NORMAL').iterdir()), folder/name)
+    res = cli('predict', run['out'], folder, '--csv', tmp_path/'p.csv', '--cpu', check=0)
+    assert '1 image(s) predicted, 0 unreadable' in res.stdout and 'caf\ufffd.jpeg' in res.stdout
+    assert b'caf\xe9.jpeg' in (tmp_path/'p.csv').read_bytes()
+
+def test_system_errors(monkeypatch, capsys):
+    "A full disk or a refused permission is one line with what to do; any other OSError is a bug and keeps its traceback"
+    from xray_fastai import cli as cli_mod
+    def full(*a, **kw): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/data/run/model.safetensors')
+    monkeypatch.setattr(cli_mod, 'load_model', full)
+    assert main(['predict', 'model', 'x.jpeg']) == 2
+    assert capsys.readouterr().err == ('xray-fastai predict: error: /data/run/model.safetensors: No space left on device; '
+                                       'free some space, or write elsewhere (--out, XRAY_CACHE)\n')
+    def io_error(*a, **kw): raise OSError(errno.EIO, os.strerror(errno.EIO), 'x')
+    monkeypatch.setattr(cli_mod, 'load_model', io_error)
+    with pytest.raises(OSError): main(['predict', 'model', 'x.jpeg'])

@@ -1,9 +1,10 @@
 "Bad inputs to the data layer: each gets a clear error naming what is wrong, or a warning naming what was skipped."
-import shutil, warnings
+import os, re, shutil, warnings
 from pathlib import Path
-import pandas as pd, pytest
+import numpy as np, pandas as pd, pytest, torch
 from conftest import write_image
-from xray_fastai.data import xray_items, xray_dataloaders, load_xray, XrayDataError, UnreadableImageWarning
+from xray_fastai.data import (xray_items, xray_dataloaders, load_xray, xray_cache, atomic_write, XrayDataError,
+                              UnreadableImageWarning)
 
 def _add_bad(root, name, content):
     p = root/'train'/'PNEUMONIA'/name
@@ -145,3 +146,72 @@ def test_download_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'kagglehub', types.SimpleNamespace(dataset_download=offline))
     with pytest.raises(RuntimeError, match=r'could not download paultimothymooney/chest-xray-pneumonia.*network connection.*credentials'):
         download()
+
+def _csv(tmp_path, rows, name='list.csv'):
+    pd.DataFrame(rows, columns=['path', 'label', 'split']).to_csv(tmp_path/name, index=False)
+    return tmp_path/name
+
+@pytest.mark.parametrize('second,where', [
+    (('{a}', 'NORMAL', 'train'), 'line 2 (train, NORMAL) and line 4 (train, NORMAL)'),       # counted twice
+    (('{a}', 'PNEUMONIA', 'train'), 'line 2 (train, NORMAL) and line 4 (train, PNEUMONIA)'),  # two labels
+    (('{a}', 'NORMAL', 'test'), 'line 2 (train, NORMAL) and line 4 (test, NORMAL)'),          # a leak into the test score
+    (('./{a}', 'NORMAL', 'test'), 'line 2 (train, NORMAL) and line 4 (test, NORMAL)'),        # another spelling of the path
+    (('{abs}', 'PNEUMONIA', 'val'), 'line 2 (train, NORMAL) and line 4 (val, PNEUMONIA)'),    # absolute path
+])
+def test_an_image_listed_twice_is_an_error_naming_the_lines(kaggle_dir, tmp_path, second, where):
+    a = kaggle_dir/'train'/'NORMAL'/'IM-0000-0001.jpeg'
+    rel = os.path.relpath(a, tmp_path)
+    rows = [(rel, 'NORMAL', 'train'), (os.path.relpath(kaggle_dir/'test'/'NORMAL'/'IM-0001-0001.jpeg', tmp_path), 'NORMAL', 'test'),
+            tuple(c.format(a=rel, abs=a) for c in second)]
+    with pytest.raises(XrayDataError, match='1 image\\(s\\) listed more than once') as e: xray_items(_csv(tmp_path, rows))
+    assert where in str(e.value) and 'IM-0000-0001.jpeg' in str(e.value)
+
+def test_an_image_linked_into_test_is_an_error(kaggle_dir):
+    link = kaggle_dir/'test'/'NORMAL'/'IM-0099-0001.jpeg'
+    link.symlink_to(kaggle_dir/'train'/'NORMAL'/'IM-0000-0001.jpeg')
+    with pytest.raises(XrayDataError, match='listed more than once') as e: xray_items(kaggle_dir)
+    assert 'IM-0099-0001.jpeg (test, NORMAL)' in str(e.value) and 'IM-0000-0001.jpeg (train, NORMAL)' in str(e.value)
+
+@pytest.mark.parametrize('folder,twin', [('train/NORMAL', 'train/normal'), ('train/PNEUMONIA', 'train/Pneumonia'), ('test', 'TEST')])
+def test_folders_that_differ_only_in_case_are_an_error(kaggle_dir, folder, twin):
+    shutil.copytree(kaggle_dir/folder, kaggle_dir/twin)
+    first, second = sorted([Path(folder).name, Path(twin).name])
+    with pytest.raises(XrayDataError, match=f"folders {first}/ and {second}/ differ only in case"):
+        xray_items(kaggle_dir)
+
+@pytest.mark.parametrize('damage', [
+    lambda fn: fn.write_bytes(fn.read_bytes()[:200]),                              # truncated
+    lambda fn: fn.write_bytes(b'junk'),                                              # not a .npy
+    lambda fn: np.save(fn, np.zeros((2, 1, 16, 16), dtype=np.uint8)),                # another shape
+    lambda fn: np.save(fn, np.zeros((3, 1, 16, 16), dtype=np.float32)),              # another type
+])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(kaggle_dir, tmp_path, damage):
+    paths = sorted((kaggle_dir/'train'/'NORMAL').iterdir())[:3]
+    good = xray_cache(paths, 16, folder=tmp_path, progress=False)
+    fn, = tmp_path.glob('*.npy')
+    damage(fn)
+    with pytest.warns(UserWarning, match='damaged tensor cache'): again = xray_cache(paths, 16, folder=tmp_path, progress=False)
+    assert torch.equal(again, good) and torch.equal(xray_cache(paths, 16, folder=tmp_path, progress=False), good)
+
+def test_file_names_that_are_not_utf8_are_cached(tmp_path):
+    fn = write_image(tmp_path/os.fsdecode(b'caf\xe9.jpeg'))
+    assert xray_cache([fn], 16, folder=tmp_path/'cache', progress=False).shape == (1, 1, 16, 16)
+
+@pytest.mark.parametrize('umask', [0o022, 0o027, 0o077, 0o002])
+def test_written_files_get_the_umask_permissions(tmp_path, umask):
+    "atomic_write's temporary file is private (0600); the result gets what a plain open() would give"
+    old = os.umask(umask)
+    try: atomic_write(tmp_path/'a.txt', lambda tmp: Path(tmp).write_text('x'))
+    finally: os.umask(old)
+    assert (tmp_path/'a.txt').stat().st_mode & 0o777 == 0o666 & ~umask
+
+@pytest.mark.parametrize('rows,msg', [
+    ([(f'test/NORMAL/IM-{i:04d}-0001.jpeg', 'NORMAL', 'test') for i in range(4)],
+     'no images to train on: all 4 are in the test split'),
+    ([(f'train/NORMAL/IM-{i:04d}-0001.jpeg', 'NORMAL', 'train') for i in range(12)], 'PNEUMONIA has 0 training and 0 validation'),
+    ([(f'train/NORMAL/IM-{i:04d}-0001.jpeg', 'NORMAL', 'train') for i in range(2)] +
+     [(f'train/PNEUMONIA/person{i}_bacteria_{i}.jpeg', 'PNEUMONIA', 'train') for i in range(2)], 'too few images to hold out'),
+])
+def test_data_that_cannot_train_a_classifier_is_an_error(kaggle_dir, rows, msg):
+    with pytest.raises(XrayDataError, match=re.escape(msg)):
+        xray_dataloaders(_csv(kaggle_dir, rows), size=16, bs=2, cache=False)

@@ -2,6 +2,7 @@
 import struct, sys, warnings, zlib
 from pathlib import Path
 import numpy as np, pytest, torch
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 from torch import nn
 from fastai.callback.all import ShortEpochCallback
@@ -134,3 +135,49 @@ def test_training_on_a_folder_of_mixed_formats(mixed_folder, tmp_path):
     learn = xray_learner(dls, 'vgg', fast_precision=False, model_kwargs=dict(widths=(8, 16)))
     learn.fit(1, 1e-3, cbs=ShortEpochCallback(pct=1/len(dls.train), short_valid=False))
     assert len(learn.recorder.values) == 1
+
+# EXIF orientation -> what a viewer does to the stored pixels (EXIF 2.3, tag 0x0112)
+EXIF_VIEW = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.T, 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).T, 8: lambda a: np.rot90(a, 1)}
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(orientation=st.sampled_from(sorted(EXIF_VIEW)), h=st.integers(1, 12), w=st.integers(1, 12), seed=st.integers(0, 99))
+def test_exif_orientation_is_applied(tmp_path_factory, orientation, h, w, seed):
+    "The model sees what a viewer shows: the stored pixels turned as the EXIF orientation tag says"
+    a = np.random.default_rng(seed).integers(0, 255, (h, w), dtype=np.uint8)
+    exif = Image.Exif(); exif[0x0112] = orientation
+    fn = tmp_path_factory.mktemp('exif')/'turned.png'
+    Image.fromarray(a).save(fn, exif=exif)
+    assert np.array_equal(load_xray(fn), EXIF_VIEW[orientation](a))
+
+def test_exif_orientation_of_a_jpeg(tmp_path):
+    exif = Image.Exif(); exif[0x0112] = 6
+    Image.fromarray(CHEST).save(tmp_path/'phone.jpeg', exif=exif)
+    assert load_xray(tmp_path/'phone.jpeg').shape == CHEST.shape[::-1]
+
+def _over_limit_dicom(fn):
+    "A DICOM whose header declares 20000 x 20000 pixels (tiny pixel data, as compressed data can be)"
+    import pydicom
+    write_dicom(fn, CHEST.astype(np.uint16))
+    ds = pydicom.dcmread(fn); ds.Rows = ds.Columns = 20000; ds.save_as(fn)
+
+@pytest.mark.parametrize('write,msg', [
+    (lambda fn: Image.fromarray(np.array([[0, np.nan], [1, 2]], dtype=np.float32)).save(fn.with_suffix('.tif')),
+     '1 of 4 pixel values are NaN or infinite'),
+    (lambda fn: Image.fromarray(np.array([[0, np.inf], [-np.inf, 2]], dtype=np.float32)).save(fn.with_suffix('.tif')),
+     '2 of 4 pixel values are NaN or infinite'),
+    (lambda fn: Image.fromarray(np.full((4, 4), 700, dtype=np.uint16)).save(fn.with_suffix('.png')), 'a blank image: every pixel is 700'),
+    (lambda fn: Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32)).save(fn.with_suffix('.tif')), 'a blank image: every pixel is 0.25'),
+    (lambda fn: write_dicom(fn.with_suffix('.dcm'), np.full((4, 4), 1000, dtype=np.uint16)), 'a blank image: every pixel is 1000'),
+    (lambda fn: write_dicom(fn.with_suffix('.dcm'), CHEST.astype(np.uint16), window=(100, 0)), 'an empty display window [100, 100]'),
+    (lambda fn: _over_limit_dicom(fn.with_suffix('.dcm')), 'too large to read safely: 400000000 pixels'),
+])
+def test_pixels_that_make_no_image_are_refused_by_name(tmp_path, write, msg):
+    "Non-finite values, an empty range, an empty DICOM window, a DICOM over the pixel limit: an error naming the file, never a black image"
+    write(tmp_path/'scan')
+    fn = next(tmp_path.iterdir())
+    with pytest.raises(XrayDataError, match=f"{fn.name}: ") as e: load_xray(fn, 32)
+    assert msg in str(e.value)
+    pred = XrayPredictor(nn.Sequential(nn.Flatten(), nn.Linear(32*32, 2)), ['NORMAL', 'PNEUMONIA'], 32, (0.5, 0.25), device='cpu')
+    row = pred.predict(fn).iloc[0]
+    assert row.label is None and msg in row.error

@@ -71,7 +71,7 @@ def test_killed_run_resumes_and_trains_all_epochs(data, straight, tmp_path, caps
     if sig == signal.SIGINT:
         assert 'Interrupted; to continue from the last finished epoch:' in err and 'xray-fastai train: interrupted' in err
         assert os.listdir(out) == [CHECKPOINT]  # a write interrupted by Ctrl-C removes its temporary file
-    assert main(command(data, out)[3:]) == 1 and 'holds an interrupted run; pass --resume' in capsys.readouterr().err
+    assert main(command(data, out)[3:]) == 2 and 'holds an interrupted run; pass --resume' in capsys.readouterr().err
     assert train_here(command(data, out, '--resume'), tmp_path/'cache') == 0, capsys.readouterr().err[-3000:]
     assert sorted(os.listdir(out)) == sorted(REPORT)  # checkpoint and temporary files gone
     log = pd.read_csv(out/'training_log.csv')
@@ -84,15 +84,15 @@ def test_resume_with_other_options_is_refused(data, tmp_path, capsys):
     out, env = tmp_path/'run', environ(tmp_path/'cache')
     start_and_kill(command(data, out), env, out/CHECKPOINT, signal.SIGINT)
     before = (out/CHECKPOINT).read_bytes()
-    assert train_here(command(data, out, '--resume', '--lr', '0.01'), tmp_path/'cache') == 1
+    assert train_here(command(data, out, '--resume', '--lr', '0.01'), tmp_path/'cache') == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'written by a run with other settings (lr=0.002 then, 0.01 now)' in err[0]
     assert (out/CHECKPOINT).read_bytes() == before  # left as it was
 
 def test_resume_needs_a_checkpoint(data, tmp_path, capsys):
-    assert main(['train', '--data', str(data), '--resume']) == 1
+    assert main(['train', '--data', str(data), '--resume']) == 2
     assert '--resume needs the --out folder' in capsys.readouterr().err
-    assert main(['train', '--data', str(data), '--out', str(tmp_path/'new'), '--resume']) == 1
+    assert main(['train', '--data', str(data), '--out', str(tmp_path/'new'), '--resume']) == 2
     assert 'holds no checkpoint of an interrupted run to resume' in capsys.readouterr().err
 
 def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler():

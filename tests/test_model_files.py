@@ -1,13 +1,14 @@
 "Model files: save/load round trip, and each kind of damaged or unsafe model file gives a clear error."
-import json, shutil, warnings
+import json, math, shutil, warnings
 from pathlib import Path
 import pytest, torch
+from hypothesis import given, settings, strategies as st
 from safetensors.torch import save_file
 from fastai.learner import Learner
 from xray_fastai.data import xray_dataloaders, BINARY, XrayDataError
 from xray_fastai.learner import xray_learner
 from xray_fastai import export
-from xray_fastai.export import save_model, load_model, model_state, XrayModelError, PickleWarning, CONFIG, WEIGHTS
+from xray_fastai.export import save_model, load_model, read_config, model_state, XrayModelError, PickleWarning, CONFIG, WEIGHTS
 
 @pytest.fixture(scope='module')
 def saved(tmp_path_factory):
@@ -112,3 +113,54 @@ def test_loading_never_unpickles_without_opt_in(copy, tmp_path):
     with pytest.raises(XrayDataError, match='not a readable checkpoint'): read_checkpoint(tmp_path)
     assert not marker.exists()
     pickle.loads(evil); assert marker.exists()  # the file really runs code when unpickled
+
+def _resign(folder):
+    "Record the weights' new checksum, as someone who changed them on purpose would"
+    from xray_fastai.export import _sha256
+    edit(folder, weights_sha256=_sha256(folder/WEIGHTS))
+
+def _nan_weight(saved, folder, value):
+    sd = model_state(saved['learn'].model); sd['1.3.weight'][0, 0] = value
+    save_file(sd, folder/WEIGHTS); _resign(folder)
+
+@pytest.mark.parametrize('change,msg', [
+    (lambda d, s: _nan_weight(s, d, float('nan')), r"1 weight tensor\(s\) hold NaN or infinite values \(1.3.weight\)"),
+    (lambda d, s: _nan_weight(s, d, float('-inf')), r"1 weight tensor\(s\) hold NaN or infinite values \(1.3.weight\)"),
+    (lambda d, s: edit(d, stats=[float('nan'), 0.25]), r'stats must be \[mean, std\], finite numbers'),
+    (lambda d, s: edit(d, stats=[0.5, float('inf')]), r'stats must be \[mean, std\], finite numbers'),
+    (lambda d, s: edit(d, threshold=float('nan')), 'threshold must be'),
+    (lambda d, s: edit(d, size=[100000, 100000]), r'size must be \[height, width\] in pixels, 1 to 2048'),
+    (lambda d, s: edit(d, model_kwargs=dict(widths=[16, 32, 64, float('inf')])), 'model_kwargs must hold finite numbers only'),
+    (lambda d, s: edit(d, model_kwargs=dict(widths=[200000] * 4)), r"do not fit the 'vgg' network .* wrong shape"),  # 10^11 weights if built
+    (lambda d, s: (d/CONFIG).write_text('[' * 50000 + ']' * 50000), 'JSON nested too deeply'),
+    (lambda d, s: (d/CONFIG).write_text('{"format": "xray_fastai.model", "pad": "' + 'x' * (2 << 20) + '"}'), 'larger than any model config'),
+])
+def test_model_files_that_would_predict_wrongly_or_exhaust_memory_are_refused(copy, saved, change, msg):
+    "NaN weights or statistics would label every image alike; huge sizes, widths or nesting would exhaust memory or the stack"
+    change(copy, saved)
+    with pytest.raises(XrayModelError, match=msg): load_model(copy, device='cpu')
+
+NUMBERS = st.one_of(st.integers(-10**7, 10**7), st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=3))
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(size=st.lists(NUMBERS, max_size=3), stats=st.lists(NUMBERS, max_size=3), threshold=NUMBERS,
+       widths=st.lists(NUMBERS, max_size=4))
+def test_read_config_accepts_only_finite_values_in_range(saved, tmp_path_factory, size, stats, threshold, widths):
+    "Whatever the numbers in a config file, `read_config` returns finite values in range or raises `XrayModelError`"
+    d = tmp_path_factory.mktemp('cfg')
+    cfg = json.loads((saved['folder']/CONFIG).read_text())
+    cfg.update(size=size, stats=stats, threshold=threshold, model_kwargs=dict(widths=widths))
+    (d/CONFIG).write_text(json.dumps(cfg))
+    try: got = read_config(d)
+    except XrayModelError: return
+    assert all(isinstance(o, int) and 1 <= o <= 2048 for o in got['size'])
+    assert all(math.isfinite(o) for o in got['stats']) and got['stats'][1] > 0
+    assert got['threshold'] is None or 0 <= got['threshold'] <= 1
+    assert all(math.isfinite(o) for o in got['model_kwargs']['widths'] if isinstance(o, (int, float)))
+
+def test_a_network_that_gives_nan_gets_no_label(copy, saved, tmp_path):
+    "Defence in depth: a model whose outputs are NaN (here a NaN bias, loaded without the checks) gives error rows"
+    pred = load_model(copy, device='cpu')
+    with torch.no_grad(): pred.model[1][3].bias.fill_(float('nan'))
+    df = pred.predict(saved['learn'].dls.items.path[:4])
+    assert df.label.isna().all() and df.error.str.contains('no finite probabilities').all()

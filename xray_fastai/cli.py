@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import datetime, inspect, os, shlex, sys, time
+import datetime, difflib, errno, inspect, math, os, shlex, sys, tempfile, time
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
@@ -16,7 +16,7 @@ from .data import *
 from .export import *
 
 # %% auto #0
-__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'main']
+__all__ = ['REPORT_FILES', 'COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'main']
 
 # %% ../nbs/08_cli.ipynb #76921f79
 def _choices(*cs) -> dict: return {'choices': list(cs)}
@@ -91,6 +91,34 @@ Epoch by epoch: [training_log.csv](training_log.csv). Model: [config.json](confi
     return md
 
 # %% ../nbs/08_cli.ipynb #e4eafe6b
+REPORT_FILES = (CONFIG, WEIGHTS, 'summary.md', 'metrics.json', 'per_class.csv', 'training_log.csv', 'confusion.png', 'roc.png',
+                'most_confused.png')
+
+def _check_arch(arch:str):
+    "Refuse an architecture name that `xray_model` does not know, suggesting close ones, before any data is read"
+    import timm
+    from xray_fastai.models import _xresnets
+    if arch == 'vgg' or arch in _xresnets or timm.is_model(arch): return
+    close = difflib.get_close_matches(arch, ['vgg', *_xresnets, *timm.list_models()], n=3)
+    raise CliError(f"--arch {arch}: unknown architecture; use vgg, a fastai xresnet (xresnet18, xresnet34, ...) or a timm "
+                   f"model name{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+
+def _check_out(out:Path, overwrite:bool, resume:bool):
+    "Refuse an output folder that is a file, holds a run or files of the user's that training would replace, or is not writable"
+    from xray_fastai.learner import CHECKPOINT
+    if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for the model and the report")
+    if (out/CONFIG).exists() and not overwrite: raise CliError(f"{out} already holds a model; choose another --out or pass --overwrite")
+    if resume and not (out/CHECKPOINT).exists(): raise CliError(f"{out} holds no checkpoint of an interrupted run to resume")
+    if (out/CHECKPOINT).exists() and not (resume or overwrite):
+        raise CliError(f"{out} holds an interrupted run; pass --resume to continue it, or --overwrite to start afresh")
+    foreign = [f for f in REPORT_FILES if (out/f).exists()]
+    if foreign and not (overwrite or resume or (out/CONFIG).exists()):  # not a run of ours: the user's own files
+        raise CliError(f"{out} holds {', '.join(foreign)}, which training would replace; choose another --out or pass --overwrite")
+    try:  # now, not after an epoch of training
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
+
 def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
           task:Annotated[str, _choices(*TASKS)]='binary', # What to predict: NORMAL/PNEUMONIA (binary) or NORMAL/BACTERIA/VIRUS (multiclass)
           arch:str='vgg', # Architecture: vgg, a fastai xresnet such as xresnet18, or a timm model name
@@ -114,19 +142,19 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
     start = time.perf_counter()
     command = _command if _command and _command.startswith('xray-fastai train') else f"train(data={data!r}, ...) from Python"
-    for name, v, lo in (('epochs', epochs, 1), ('size', size, 16), ('bs', bs, 2)):
+    for name, v, lo, hi in (('epochs', epochs, 1, math.inf), ('size', size, 16, MAX_SIZE), ('bs', bs, 2, math.inf),
+                            ('seed', seed, 0, 2**32 - 1)):  # numpy's seeds
         if v < lo: raise CliError(f"--{name} must be at least {lo}, not {v}")
-    if not lr > 0: raise CliError(f"--lr must be positive, not {lr}")
+        if v > hi: raise CliError(f"--{name} must be at most {hi}, not {v}")
+    if not (math.isfinite(lr) and 0 < lr <= 1): raise CliError(f"--lr must be a number in (0, 1], not {lr}")
     if not 0 < valid_pct < 1: raise CliError(f"--valid-pct must be between 0 and 1, not {valid_pct}")
     if threshold == 'sensitivity' and not 0 < sensitivity <= 1: raise CliError(f"--sensitivity must be in (0, 1], not {sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
+    _check_arch(arch)
     from xray_fastai.learner import xray_learner, CheckpointCallback, CHECKPOINT, run_settings  # here: `predict` and `--help` are quicker
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     out = Path(out or f"runs/{task}-{arch}-{stamp}")
-    if (out/CONFIG).exists() and not overwrite: raise CliError(f"{out} already holds a model; choose another --out or pass --overwrite")
-    if resume and not (out/CHECKPOINT).exists(): raise CliError(f"{out} holds no checkpoint of an interrupted run to resume")
-    if (out/CHECKPOINT).exists() and not (resume or overwrite):
-        raise CliError(f"{out} holds an interrupted run; pass --resume to continue it, or --overwrite to start afresh")
+    _check_out(out, overwrite, resume)
     try: source = xray_source(data)
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
     data_desc = 'the built-in phantoms' if data is None and not os.environ.get('XRAY_DATA') else str(source)
@@ -143,7 +171,6 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     learn.add_cb(CheckpointCallback(out, settings, resume))  # checks a checkpoint to resume before any training
     has_test = (dls.items['split'] == 'test').any()
     if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
-    out.mkdir(parents=True, exist_ok=True)
     try: rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
     except KeyboardInterrupt:
         again = command if command.endswith(' --resume') else f"{command} --resume"
@@ -174,8 +201,9 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
 def _show_table(df:pd.DataFrame) -> str:
     "Predictions as printed: paths relative to the working folder when shorter, probabilities rounded"
     def _short(p):
-        try: return os.path.relpath(p) if len(os.path.relpath(p)) < len(p) else p
-        except ValueError: return p
+        try: p = os.path.relpath(p) if len(os.path.relpath(p)) < len(p) else p
+        except ValueError: pass
+        return os.fsencode(p).decode(errors='replace')  # a file name that is not UTF-8 cannot be printed as it is
     show = df[df.error.isna()].drop(columns='error').assign(path=lambda d: d.path.map(_short))
     return show.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(show) else ''
 
@@ -188,6 +216,12 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
            ) -> pd.DataFrame: # One row per file: path, label, class probabilities, error
     "Predict chest X-ray images with a saved model"
     if not paths: raise CliError("give at least one image file or folder to predict")
+    if bs < 1: raise CliError(f"--bs must be at least 1, not {bs}")
+    if csv:
+        csv = Path(csv)
+        if csv.is_dir(): raise CliError(f"--csv {csv} is a folder; give a file name for the predictions")
+        try: csv.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise CliError(f"--csv {csv}: cannot create its folder ({e.strerror})") from e
     pred = load_model(model_dir, allow_pickle=allow_pickle, device='cpu' if cpu else None)
     df = pred.predict(list(paths), bs=bs)
     if df.empty: raise CliError(f"no image files found in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_EXTS))})")
@@ -197,9 +231,8 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
     bad = df[df.error.notna()]
     for e in bad.error: print(f"unreadable: {e}", file=sys.stderr)
     print(f"\n{len(df) - len(bad)} image(s) predicted, {len(bad)} unreadable.")
-    if csv:
-        Path(csv).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(csv, index=False)
+    if csv:  # whole or not at all; file names that are not UTF-8 written back as the bytes they are
+        atomic_write(csv, lambda tmp: df.to_csv(tmp, index=False, errors='surrogateescape'))
         print(f"Predictions written to {csv}")
     return df
 
@@ -224,6 +257,9 @@ def _call(func, ns:dict):
     return func(*args, **kwargs)
 
 _command = None  # the command line being run, for the report
+_space = "free some space, or write elsewhere (--out, XRAY_CACHE)"
+_USER_OS_ERRORS = {errno.ENOSPC: _space, errno.EDQUOT: _space, errno.EACCES: "check the file's permissions",
+                   errno.EPERM: "check the file's permissions", errno.EROFS: "write to another file system"}
 
 def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` by default
         ) -> int: # Exit status
@@ -241,14 +277,18 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
     ns = vars(anno_parser(func, prog=f'xray-fastai {cmd}').parse_args(argv[1:]))  # --help and bad options exit here
     ns.pop('pdb', None); ns.pop('xtra', None)
     try: res = _call(func, ns)
-    except (XrayDataError, CliError, ImportError) as e:
-        print(f"xray-fastai {cmd}: error: {e}", file=sys.stderr)
-        return 1
+    except (XrayDataError, CliError, ImportError) as e:  # XrayDataError: also XrayModelError and XrayTrainingError
+        print(f"xray-fastai {cmd}: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, even from a fastai callback
+        return 2
+    except OSError as e:
+        if e.errno not in _USER_OS_ERRORS: raise
+        print(f"xray-fastai {cmd}: error: {e.filename}: {e.strerror}; {_USER_OS_ERRORS[e.errno]}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"xray-fastai {cmd}: interrupted", file=sys.stderr)
         return 130
     finally: _command = None
-    if cmd == 'predict': return 0 if res.error.isna().any() else 1
+    if cmd == 'predict': return 0 if res.error.isna().all() else 1
     return 0
 
 # %% ../nbs/08_cli.ipynb #0c2ac4d9

@@ -69,6 +69,9 @@ def pneumonia_type(path:str|Path # A PNEUMONIA image of the Kermany set
     return None
 
 # %% ../nbs/01_data.ipynb #ef390aaf
+class _PixelError(ValueError):
+    "Pixel values that make no image: non-finite, or an empty range"
+
 def _to_grey(im:Image.Image) -> Image.Image:
     "8-bit grey version of `im`, stretching high bit-depth images to their range"
     if im.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'): return _stretch(np.asarray(im, dtype=np.float32))
@@ -79,10 +82,14 @@ def _stretch(a:np.ndarray, # Pixel values
              lo:float=None, # Value that becomes 0; the minimum by default
              hi:float=None, # Value that becomes 255; the maximum by default
             ) -> Image.Image:
-    "`a` mapped linearly from [lo, hi] to an 8-bit grey image, clipping outside"
+    "`a` mapped linearly from [lo, hi] to an 8-bit grey image, clipping outside; refuses NaN or infinite pixels and an empty range"
+    n_bad = int((~np.isfinite(a)).sum())
+    if n_bad: raise _PixelError(f"{n_bad} of {a.size} pixel values are NaN or infinite")
+    window = lo is not None
     lo, hi = (float(a.min()) if lo is None else lo), (float(a.max()) if hi is None else hi)
-    a = np.clip((a - lo) / (hi - lo), 0, 1) * 255 if hi > lo else np.zeros_like(a)
-    return Image.fromarray(a.round().astype(np.uint8))
+    if not hi > lo:  # a blank image, or a window of width 0: every pixel would become black
+        raise _PixelError(f"an empty display window [{lo:g}, {hi:g}]" if window else f"a blank image: every pixel is {lo:g}")
+    return Image.fromarray((np.clip((a - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8))
 
 # %% ../nbs/01_data.ipynb #02be17da
 def _dicom_image(path:Path) -> Image.Image:
@@ -92,6 +99,10 @@ def _dicom_image(path:Path) -> Image.Image:
     from pydicom.pixels import apply_modality_lut
     try:
         ds = pydicom.dcmread(path)
+        n = math.prod(int(ds.get(k) or 1) for k in ('Rows', 'Columns', 'NumberOfFrames', 'SamplesPerPixel'))
+        if Image.MAX_IMAGE_PIXELS and n > Image.MAX_IMAGE_PIXELS:  # PIL's limit: compressed pixel data can be tiny
+            raise XrayDataError(f"{path}: too large to read safely: {n} pixels, more than PIL.Image.MAX_IMAGE_PIXELS "
+                                f"({Image.MAX_IMAGE_PIXELS}). Raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted.")
         a = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
         if a.ndim != 2: raise ValueError(f"{a.ndim}-dimensional pixel data (several frames or colour); expected one grey image")
         lo = hi = None
@@ -100,6 +111,7 @@ def _dicom_image(path:Path) -> Image.Image:
             lo, hi = c - w/2, c + w/2
         im = _stretch(a, lo, hi)
         return ImageOps.invert(im) if ds.get('PhotometricInterpretation') == 'MONOCHROME1' else im
+    except (XrayDataError, _PixelError): raise
     except Exception as e:  # pydicom raises many kinds of errors on damaged files
         raise XrayDataError(f"{path}: not a readable DICOM image ({type(e).__name__}: {e})") from e
 
@@ -108,7 +120,7 @@ def _open_image(path:Path) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter('error', Image.DecompressionBombWarning)  # over the limit: an error, not a warning
         try:
-            with Image.open(path) as im: return _to_grey(im)
+            with Image.open(path) as im: return _to_grey(ImageOps.exif_transpose(im))  # as cameras and viewers show it
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise XrayDataError(f"{path}: too large to read safely: {e} Raise PIL.Image.MAX_IMAGE_PIXELS "
                                 "if the file is trusted.") from e
@@ -123,6 +135,8 @@ def load_xray(path:str|Path, # An image file: any format PIL reads, or DICOM (wi
         if size is not None: im = im.resize(_hw(size)[::-1], Image.BILINEAR)
         return np.asarray(im)
     except XrayDataError: raise
+    except _PixelError as e: raise XrayDataError(f"{path}: {e}; refused rather than predicted as a black image") from e
+    except FileNotFoundError as e: raise XrayDataError(f"{path}: no such file") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise XrayDataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
@@ -159,7 +173,15 @@ _class_dirs = {'NORMAL': 'NORMAL', 'PNEUMONIA': 'PNEUMONIA', 'BACTERIA': 'BACTER
 
 def _visible(p:Path) -> bool: return not p.name.startswith(('.', '__MACOSX'))
 
-def _subdirs(path:Path) -> dict: return {p.name.upper(): p for p in path.iterdir() if p.is_dir() and _visible(p)}
+def _subdirs(path:Path) -> dict:
+    "Visible subfolders by upper-case name; two names that differ only in case are an error (one would be dropped)"
+    res = {}
+    for p in sorted(p for p in path.iterdir() if p.is_dir() and _visible(p)):
+        if p.name.upper() in res:
+            raise XrayDataError(f"{path}: folders {res[p.name.upper()].name}/ and {p.name}/ differ only in case; "
+                                "merge them into one (case-insensitive file systems cannot even hold both)")
+        res[p.name.upper()] = p
+    return res
 
 def _class_files(folder:Path) -> list:
     "Image files in a class folder; other visible files are reported"
@@ -230,7 +252,7 @@ def _csv_rows(path:Path) -> list:
     paths = [p if os.path.isabs(p) else os.path.join(path.parent, p) for p in df['path']]
     missing = [p for p in paths if not os.path.isfile(p)]  # False, not an error, for names the OS cannot take
     if missing: raise XrayDataError(f"{path}: {len(missing)} listed file(s) do not exist: {', '.join(map(repr, missing[:5]))}")
-    return pd.DataFrame(dict(path=paths, split=df['split'].values, label=df['label'].values)).to_dict('records')
+    return pd.DataFrame(dict(path=paths, split=df['split'].values, label=df['label'].values, line=df.index)).to_dict('records')
 
 # %% ../nbs/01_data.ipynb #df32b5d5
 def _check_readable(df:pd.DataFrame, max_bad:float) -> pd.DataFrame:
@@ -251,6 +273,18 @@ def _check_readable(df:pd.DataFrame, max_bad:float) -> pd.DataFrame:
         raise XrayDataError(f"{len(bad)} of {len(df)} images could not be read, more than max_bad={max_bad:.0%}: {', '.join(bad['path'][:5])}")
     return kept.reset_index(drop=True)
 
+def _check_unique(df:pd.DataFrame, source:Path):
+    "Refuse an image listed twice (through another path or a link too): a leak between splits, or two labels for one image"
+    real = df['path'].map(os.path.realpath)
+    twice = real.duplicated(keep=False)
+    if not twice.any(): return
+    dup = df[twice].assign(real=real[twice])
+    def _where(r): return f"line {r['line']}" if 'line' in r and pd.notna(r['line']) else r['path']
+    groups = [f"{g['path'].iloc[0]} at " + ' and '.join(f"{_where(r)} ({r['split']}, {r['label']})" for _, r in g.iterrows())
+              for _, g in dup.groupby('real', sort=False)]
+    raise XrayDataError(f"{source}: {len(groups)} image(s) listed more than once: {'; '.join(groups[:5])}"
+                        f"{' and more' if len(groups) > 5 else ''}. List each image once, with one label and one split.")
+
 def xray_items(source:str|Path, # A Kaggle-layout folder, a folder of class folders, or a CSV of path,label
                max_bad:float=0.05, # Largest share of unreadable images that is skipped with a warning rather than an error
                check:bool=True, # Decode every image to find unreadable ones
@@ -260,12 +294,13 @@ def xray_items(source:str|Path, # A Kaggle-layout folder, a folder of class fold
     if not path.exists(): raise XrayDataError(f"{path}: no such file or folder. {_layout_help}")
     rows = _csv_rows(path) if path.is_file() else _folder_rows(path)
     df = pd.DataFrame(rows)
+    _check_unique(df, path)
     if check: df = _check_readable(df, max_bad)
     labels = [_labels(Path(p), l) for p, l in zip(df['path'], df['label'])]
     df['binary'] = [b for b, _ in labels]
     df['multiclass'] = [m for _, m in labels]
     df['patient'] = [patient_id(p) for p in df['path']]
-    return df.drop(columns='label')
+    return df.drop(columns=['label', 'line'], errors='ignore')
 
 # %% ../nbs/01_data.ipynb #94f3f780
 def class_counts(df:pd.DataFrame, # Items from `xray_items`
@@ -304,6 +339,22 @@ def report_split(df:pd.DataFrame, # Items from `xray_items`
     return df
 
 SPLITS = {'patient': patient_split, 'report': report_split}
+
+def _split_items(df:pd.DataFrame, split:str, valid_pct:float, seed:int, label:str=None) -> pd.DataFrame:
+    "`SPLITS[split]` of `df`, refusing data it cannot split and, with `label`, a class missing from training or validation"
+    n_fit = int(_fit_rows(df).sum())
+    if not n_fit: raise XrayDataError(f"no images to train on: all {len(df)} are in the test split")
+    try: df = SPLITS[split](df, valid_pct=valid_pct, seed=seed)
+    except ValueError as e:  # scikit-learn: fewer images (or patients) per class than folds
+        raise XrayDataError(f"too few images to hold out valid_pct={valid_pct} for validation ({n_fit} for fitting, "
+                            f"split by {split}): {e}") from e
+    if label is None: return df
+    fit = df[_fit_rows(df)]
+    n = fit.groupby([label, 'is_valid']).size().unstack(fill_value=0).reindex(index=TASKS[label], columns=[False, True], fill_value=0)
+    short = n[(n == 0).any(axis=1)]  # without them, training ignores a class or validation cannot score it
+    if len(short): raise XrayDataError("every class needs training and validation images; " + ', '.join(
+        f"{c} has {r[False]} training and {r[True]} validation image(s)" for c, r in short.iterrows()) + ". Add images of it.")
+    return df
 
 # %% ../nbs/01_data.ipynb #48c2e706
 BALANCE = ('none', 'undersample', 'oversample', 'weighted')
@@ -402,6 +453,11 @@ def xray_aug_transforms(preset:str='report', # 'none', 'light' or 'report' (shea
     return setup_aug_tfms(tfms)
 
 # %% ../nbs/01_data.ipynb #aa094f02
+def _umask() -> int:
+    "The process's umask (reading it means setting it)"
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
 def atomic_write(fn:str|Path, # The file to write
                  write:Callable, # Called with a temporary path in the same folder, writes the contents there
                 ):
@@ -411,6 +467,7 @@ def atomic_write(fn:str|Path, # The file to write
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's files are private (0600); give the usual permissions of a new file
         os.replace(tmp, fn)  # atomic on POSIX and Windows
     except BaseException:  # Ctrl-C included: remove the temporary file, keep whatever was under `fn`
         if os.path.exists(tmp): os.remove(tmp)
@@ -426,7 +483,7 @@ def cache_key(paths:list, # Image files
     h = hashlib.sha1(json.dumps([CACHE_VERSION, _hw(size)]).encode())
     for p in paths:
         st = os.stat(p)
-        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(os.path.abspath(p)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())  # fsencode: any file name
     return h.hexdigest()[:16]
 
 def xray_cache(paths:list, # Image files, in the order of the returned images
@@ -438,14 +495,21 @@ def xray_cache(paths:list, # Image files, in the order of the returned images
     paths = [str(p) for p in paths]
     folder = Path(folder or cache_dir()/'tensors')
     fn = folder/f"xray-{cache_key(paths, size)}-{'x'.join(map(str, _hw(size)))}.npy"
-    if not fn.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        arr = np.empty((len(paths), 1, *_hw(size)), dtype=np.uint8)
-        for i, p in enumerate(progress_bar(paths, leave=False) if progress else paths): arr[i, 0] = load_xray(p, size)
-        def _save(tmp):
-            with open(tmp, 'wb') as f: np.save(f, arr)
-        atomic_write(fn, _save)
-    return torch.from_numpy(np.load(fn))
+    shape = (len(paths), 1, *_hw(size))
+    if fn.exists():
+        try:
+            arr = np.load(fn, allow_pickle=False)
+            if arr.shape == shape and arr.dtype == np.uint8: return torch.from_numpy(arr)
+            raise ValueError(f"holds {arr.dtype} {arr.shape}, not uint8 {shape}")
+        except (OSError, ValueError, EOFError) as e:
+            warnings.warn(f"{fn}: a damaged tensor cache ({type(e).__name__}: {e}); rebuilding it")
+    folder.mkdir(parents=True, exist_ok=True)
+    arr = np.empty(shape, dtype=np.uint8)
+    for i, p in enumerate(progress_bar(paths, leave=False) if progress else paths): arr[i, 0] = load_xray(p, size)
+    def _save(tmp):
+        with open(tmp, 'wb') as f: np.save(f, arr)
+    atomic_write(fn, _save)
+    return torch.from_numpy(arr)
 
 # %% ../nbs/01_data.ipynb #d4b996e7
 class TensorXray(TensorImageBW):
@@ -551,7 +615,7 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
     items = source if isinstance(source, pd.DataFrame) else xray_items(xray_source(source))
     if task == 'multiclass' and items['multiclass'].isna().any():
         raise XrayDataError(f"no bacteria/virus in the name of {', '.join(items.path[items.multiclass.isna()][:5])}")
-    items = SPLITS[split](items.reset_index(drop=True), valid_pct=valid_pct, seed=seed)
+    items = _split_items(items.reset_index(drop=True), split, valid_pct, seed, task if task in TASKS else None)
     images = xray_cache(items['path'], size) if cache else None
     items['cache_idx'] = np.arange(len(items))
     label = 'binary' if task == 'normal_only' else task

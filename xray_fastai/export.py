@@ -6,10 +6,11 @@ Docs: https://xray-fastai.github.io/xray_fastai/export.html.md"""
 
 # %% ../nbs/06_export.ipynb #79e7eb77
 from __future__ import annotations
-import hashlib, json, warnings
+import hashlib, json, math, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
+from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from fastcore.all import *
 import xray_fastai
@@ -17,13 +18,16 @@ from .data import *
 from .data import _hw, _visible
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'XrayModelError', 'PickleWarning', 'model_state', 'xray_config',
-           'save_model', 'read_config', 'load_weights', 'image_files', 'XrayPredictor', 'load_model']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'XrayModelError', 'PickleWarning',
+           'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights', 'image_files', 'XrayPredictor',
+           'load_model']
 
 # %% ../nbs/06_export.ipynb #1237a34f
 FORMAT = 'xray_fastai.model'
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = 'model.safetensors', 'config.json'
+MAX_SIZE = 2048  # largest image side a model may ask for: each image is decoded at this size, in every batch
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; a larger file is not one of ours
 
 class XrayModelError(XrayDataError):
     "A model folder or file that cannot be loaded, with what is wrong"
@@ -88,11 +92,23 @@ def _training(learn) -> dict:
                 class_weights=None if w is None else [float(o) for o in w],
                 optimizer=getattr(learn.opt_func, '__name__', str(learn.opt_func)), wd=learn.wd,
                 monitor=getattr(smc, 'monitor', None),
-                best=None if smc is None or getattr(smc, 'best', None) is None else float(smc.best),
                 mixed_precision=any(n in _cb_names(learn) for n in ('CPUMixedPrecision', 'MixedPrecision')),
                 history=history)
 
 # %% ../nbs/06_export.ipynb #f18bcb9b
+def _best(history:list, smc) -> float|None:
+    "The best epoch's monitored value, read off the history: the tracker's own `best` is reset by later fits"
+    if smc is None: return None
+    scores = [h[smc.monitor] for h in history if _finite(h.get(smc.monitor)) is not None]
+    return (max if smc.comp(1, 0) else min)(scores) if scores else None  # comp: np.greater or np.less
+
+def _finite(o):
+    "`o` with every NaN or infinite float replaced by None: strict JSON (a NaN score in the history is 'no value')"
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
+    return o
+
 def xray_config(learn:Learner, # A trained classifier from `xray_learner`
                 model_kwargs:dict=None, # The `model_kwargs` the model was built with; `learn.model_kwargs` if unset
                 training:dict=None, # More training settings to record (learning rate, schedule, seed, data, ...)
@@ -110,7 +126,9 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
                threshold=None if thr is None else float(thr),
                toolkit_version=xray_fastai.__version__, torch_version=torch.__version__,
                training={**_training(learn), **(training or {})})
-    try: return json.loads(json.dumps(cfg))  # tuples become lists, as they will be when read back
+    smc = first(cb for cb in learn.cbs if type(cb).__name__ == 'SaveModelCallback')
+    cfg['training']['best'] = _best(cfg['training']['history'], smc)
+    try: return json.loads(json.dumps(_finite(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e
 
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
@@ -136,7 +154,13 @@ def save_model(learn:Learner, # A trained classifier from `xray_learner`
 def _need(cond:bool, fn:Path, msg:str):
     if not cond: raise XrayModelError(f"{fn}: {msg}")
 
-def _is_num(o) -> bool: return isinstance(o, (int, float)) and not isinstance(o, bool)
+def _is_num(o) -> bool: return isinstance(o, (int, float)) and not isinstance(o, bool) and math.isfinite(o)
+
+def _numbers(o) -> list:
+    "Every number in a JSON value, however nested"
+    if isinstance(o, dict): o = list(o.values())
+    if isinstance(o, list): return [n for v in o for n in _numbers(v)]
+    return [o] if isinstance(o, (int, float)) and not isinstance(o, bool) else []
 
 def read_config(folder:str|Path # A model folder written by `save_model`
                ) -> dict:
@@ -145,8 +169,11 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     if not fn.is_file():
         raise XrayModelError(f"{fn}: no such file. A model folder holds {CONFIG} and {WEIGHTS}, as written by save_model "
                              "or `xray-fastai train`.")
+    _need(fn.stat().st_size <= MAX_CONFIG_BYTES, fn, f"{fn.stat().st_size} bytes, larger than any model config "
+          f"({MAX_CONFIG_BYTES} bytes at most)")
     try: cfg = json.loads(fn.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise XrayModelError(f"{fn}: not valid JSON ({e})") from e
+    except RecursionError as e: raise XrayModelError(f"{fn}: JSON nested too deeply to be a model config") from e
     _need(isinstance(cfg, dict) and cfg.get('format') == FORMAT, fn, f"not an xray_fastai model config (no \"format\": \"{FORMAT}\")")
     v = cfg.get('format_version')
     _need(isinstance(v, int) and not isinstance(v, bool), fn, f"format_version must be an integer, not {v!r}")
@@ -158,15 +185,16 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     _need(isinstance(voc, list) and len(voc) >= 2 and all(isinstance(o, str) for o in voc) and len(set(voc)) == len(voc),
           fn, f"vocab must be a list of two or more distinct class names, not {voc!r}")
     sz = cfg.get('size')
-    _need(isinstance(sz, list) and len(sz) == 2 and all(isinstance(o, int) and not isinstance(o, bool) and o > 0 for o in sz),
-          fn, f"size must be [height, width] in pixels, not {sz!r}")
+    _need(isinstance(sz, list) and len(sz) == 2 and all(isinstance(o, int) and not isinstance(o, bool) and 0 < o <= MAX_SIZE for o in sz),
+          fn, f"size must be [height, width] in pixels, 1 to {MAX_SIZE}, not {sz!r}")
     st = cfg.get('stats')
     _need(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and st[1] > 0, fn,
-          f"stats must be [mean, std] with std > 0, not {st!r}")
+          f"stats must be [mean, std], finite numbers with std > 0, not {st!r}")
     n_in = cfg.get('n_in', 1)
     _need(isinstance(n_in, int) and not isinstance(n_in, bool) and n_in >= 1, fn, f"n_in must be a positive integer, not {n_in!r}")
     mk = cfg.get('model_kwargs', {})
     _need(isinstance(mk, dict), fn, f"model_kwargs must be an object, not {mk!r}")
+    _need(all(map(_is_num, _numbers(mk))), fn, f"model_kwargs must hold finite numbers only, not {mk!r}")
     thr = cfg.get('threshold')
     _need(thr is None or (_is_num(thr) and 0 <= thr <= 1 and len(voc) == 2), fn,
           f"threshold must be null or, for two classes, a number in [0, 1], not {thr!r}")
@@ -183,14 +211,21 @@ def load_weights(folder:str|Path, # A model folder written by `save_model`
     if verify and config.get('weights_sha256') and _sha256(fn) != config['weights_sha256']:
         raise XrayModelError(f"{fn}: the file does not match the SHA-256 recorded in {CONFIG}; it was damaged or replaced "
                              "after saving.")
-    try: state = load_file(fn)
+    try:
+        with safe_open(fn, framework='pt') as f: shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e: raise XrayModelError(f"{fn}: not a readable safetensors file ({type(e).__name__}: {e})") from e
-    try: model = _build(config)
+    try:
+        with torch.device('meta'): skeleton = _build(config)  # shapes without memory: huge widths in a config cost nothing
     except Exception as e:
         raise XrayModelError(f"{Path(folder)/CONFIG}: cannot build architecture {config['arch']!r} with "
                              f"model_kwargs={config['model_kwargs']} ({type(e).__name__}: {e})") from e
-    diff = _state_diff(_shapes(model.state_dict()), _shapes(state))
+    diff = _state_diff(_shapes(skeleton.state_dict()), shapes)
     if diff: raise XrayModelError(f"{fn}: the weights do not fit the {config['arch']!r} network described in {CONFIG}: {diff}")
+    state = load_file(fn)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise XrayModelError(f"{fn}: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}): "
+                                 "the training diverged or the file was changed. Retrain, with a lower learning rate.")
+    model = _build(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -255,7 +290,9 @@ class XrayPredictor:
                 bs:int=64, # Images per batch
                 progress:bool=False, # Show a progress bar
                ) -> pd.DataFrame: # Columns path, label, prob_<class>..., [pneumonia_prob,] error
-        "Predict every image of `paths`; unreadable files get a message in `error` instead of a prediction"
+        "Predict every image of `paths`; unreadable files, and any the model gives no finite probabilities, get a message in `error` instead"
+        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise XrayDataError(f"bs must be a positive integer, not {bs!r}")
         files = image_files(paths)
         cols = ['path', 'label', *[f'prob_{v}' for v in self.vocab], *(['pneumonia_prob'] if self.task == 'binary' else []), 'error']
         rows = [dict(path=str(f), label=None, error=None) for f in files]
@@ -269,6 +306,8 @@ class XrayPredictor:
             if not ok: continue
             p = self.probs(np.stack(imgs))
             for j, pj, lbl in zip(ok, p.tolist(), self.decide(p)):
+                if not all(map(math.isfinite, pj)):  # a label decided on NaN would be a wrong answer that looks like one
+                    rows[j]['error'] = f"{files[j]}: the model gave no finite probabilities (NaN or infinite)"; continue
                 rows[j].update(label=lbl, **{f'prob_{v}': q for v, q in zip(self.vocab, pj)})
                 if self.task == 'binary': rows[j]['pneumonia_prob'] = pj[1]
         return pd.DataFrame(rows, columns=cols)

@@ -20,8 +20,9 @@ from .precision import *
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'Sensitivity', 'Specificity', 'roc_auc_or_nan', 'RocAucOrNan', 'xray_metrics', 'xray_loss',
-           'xray_learner', 'classifier_learner', 'training_log', 'interrupt_between_batches', 'run_settings',
-           'read_checkpoint', 'random_states', 'set_random_states', 'CheckpointCallback', 'pick_threshold']
+           'xray_learner', 'classifier_learner', 'training_log', 'interrupt_between_batches', 'XrayTrainingError',
+           'run_settings', 'read_checkpoint', 'random_states', 'set_random_states', 'CheckpointCallback',
+           'pick_threshold']
 
 # %% ../nbs/04_learner.ipynb #6ef381f4
 def Sensitivity():
@@ -66,6 +67,16 @@ def _monitor(task:str, monitor:str|None) -> tuple:
     monitor = monitor or ('roc_auc_score' if task == 'binary' else 'balanced_accuracy_score')
     return monitor, np.less if 'loss' in monitor else np.greater
 
+class _RemoveBestWeights(Callback):
+    "Delete the best epoch's weights once `SaveModelCallback` has loaded them, and the temporary folder if now empty"
+    order = SaveModelCallback.order + 2  # after the best weights are loaded and any checkpoint is written
+    def after_fit(self):  # here, not only at exit: processes that skip exit handlers (notebook test workers) left them
+        models = self.path/self.model_dir
+        (models/'best.pth').unlink(missing_ok=True)
+        for d in (models, self.path):
+            try: d.rmdir()
+            except OSError: break  # not empty: files the user saved there stay
+
 @delegates(Learner.__init__)
 def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
                  arch:str='vgg', # 'vgg', an xresnet name, or any timm architecture (see `xray_model`)
@@ -86,7 +97,9 @@ def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
     tmp = None if 'path' in kwargs else Path(tempfile.mkdtemp(prefix='xray-'))  # the best epoch's checkpoint
     learn = Learner(dls, model, loss_func=xray_loss(dls, label_smoothing), splitter=default_split,
                     cbs=L(kwargs.pop('cbs', None)) + cbs, path=kwargs.pop('path', tmp), **kwargs)
-    if tmp: weakref.finalize(learn, shutil.rmtree, tmp, True)
+    if tmp:
+        learn.add_cb(_RemoveBestWeights())
+        weakref.finalize(learn, shutil.rmtree, tmp, True)
     learn.arch, learn.model_kwargs = arch, model_kwargs or {}
     return learn.to_fast_precision() if fast_precision else learn
 
@@ -132,6 +145,27 @@ def interrupt_between_batches(learn # A fastai `Learner`
         signal.signal(signal.SIGINT, old)
         learn.remove_cb(cb)
 
+# %% ../nbs/04_learner.ipynb #6ad67179
+class XrayTrainingError(XrayDataError):
+    "Training that cannot give a usable model (no batch to train on, a loss that is not finite), with what to change"
+    def __init__(self, message:str): super().__init__(message); self.message = message
+    def __str__(self): return self.message  # fastai rewrites the args of errors raised in callbacks; the message stays one line
+
+def _check_batches(dls:DataLoaders):
+    "Refuse training without a training batch or a validation image"
+    if len(dls.train) == 0:
+        raise XrayTrainingError(f"no training batch: {dls.train.n} training image(s) and a batch size of {dls.train.bs}, and "
+                                f"the last incomplete batch is dropped. Use a batch size of at most {dls.train.n}, or more images.")
+    if len(dls.valid) == 0: raise XrayTrainingError("no validation images to choose the best epoch on")
+
+class _StopOnNonFiniteLoss(Callback):
+    "Raise `XrayTrainingError` at the first NaN or infinite training loss"
+    def after_loss(self):
+        if self.training and not torch.isfinite(self.loss).all():
+            raise XrayTrainingError(f"the training loss became {self.loss.item()} at epoch {self.epoch + 1}, batch {self.iter + 1}, "
+                                    f"learning rate {self.opt.hypers[-1]['lr']:.3g}: the training diverged. Train again with a "
+                                    "lower learning rate.")
+
 # %% ../nbs/04_learner.ipynb #8af97f69
 def run_settings(learn:Learner, **kwargs) -> dict:
     "What a resumed run must share with the interrupted one: `kwargs` (epochs, lr, ...), the model and the training data"
@@ -155,11 +189,17 @@ def fit_xray(self:Learner,
         cfg = run_settings(self, epochs=epochs, lr=lr, schedule=schedule, plateau_patience=plateau_patience)
         kwargs['cbs'] = L(kwargs.get('cbs')) + CheckpointCallback(checkpoint, cfg, resume)
     elif resume: raise ValueError("resume=True needs the checkpoint folder")
-    with interrupt_between_batches(self):
-        if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
-        monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
-        cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
-        return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
+    _check_batches(self.dls)
+    kwargs['cbs'] = L(kwargs.get('cbs')) + _StopOnNonFiniteLoss()
+    try:
+        with interrupt_between_batches(self):
+            if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
+            monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
+            cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
+            return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
+    except BaseException:  # fastai skips `after_fit` on errors and Ctrl-C: remove the temporary best weights here
+        for cb in self.cbs.filter(lambda o: isinstance(o, _RemoveBestWeights)): cb.after_fit()
+        raise
 
 # %% ../nbs/04_learner.ipynb #c8444f5f
 CHECKPOINT = 'checkpoint.pth'
