@@ -26,6 +26,9 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+sys.path.insert(0, str(Path(__file__).parent))
+from clean_outputs import clean_nb
+
 _doc_dirs = {'export', 'exports', 'exporti', 'exec_doc'}
 
 def _is_doc_cell(cell) -> bool:
@@ -47,6 +50,7 @@ def process_nb(path:Path):
     "`path` read and processed as `nbdev-docs` does; returns the notebook and its frontmatter"
     nb = read_nb(path)
     SiteFilter()(nb)
+    clean_nb(nb)  # progress bars at their final state, no warnings, no machine paths (also in the re-executed doc cells)
     return nb, nb.frontmatter_
 
 def chapter_files(nbs:Path) -> list:
@@ -239,7 +243,7 @@ pre.stderr { background: #fff8e6; } pre.error { background: #fdecea; }
 figure { margin: .8rem 0; } figure img { max-width: 100%; height: auto; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; display: block; overflow-x: auto; }
 th, td { border: 1px solid #dee2e6; padding: .3rem .6rem; text-align: left; } thead th { background: #f1f3f5; }
-.output.html { overflow-x: auto; } .output.html table { font-size: .82rem; }
+.output.html { overflow-x: auto; max-width: 100%; } .output.html table { font-size: .82rem; }
 .callout-note, .callout-tip, .callout-warning, .callout-important { border-left: 4px solid #1a5fb4; background: #f1f6fd; padding: .2rem 1rem; margin: 1rem 0; }
 .callout-warning, .callout-important { border-color: #e5a50a; background: #fdf8ec; }
 .pager { display: flex; justify-content: space-between; gap: 1rem; margin-top: 3rem; padding-top: 1rem; border-top: 1px solid #dee2e6; }
