@@ -106,7 +106,7 @@ def hardware() -> str:
     return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
             f"xray_fastai {xray_fastai.__version__}, {platform.system()} {platform.release()}")
 
-# %% ../nbs/07_experiments.ipynb #8fafb7fc
+# %% ../nbs/07_experiments.ipynb #0c880edb
 def published_results(name:str=None, # A file of `bench/results`, e.g. 'binary_cpu.csv'; `None`: the folder
                      ) -> Path: # The package's copy of it
     "A published benchmark result (a copy of `bench/results/NAME`, shipped with the package), or the folder of them"
