@@ -182,6 +182,21 @@ def test_tables_fit_or_scroll(pages):
     "Wide tables scroll sideways instead of being cut off"
     assert {name: c for name, p in pages.items() if (c := clipped_tables(p))} == {}
 
+def test_preview_server_serves_the_site(site):
+    "`python tools/build_site.py --serve` previews the site over HTTP: the pages and their figures"
+    from build_site import serve
+    httpd = serve(site, 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{httpd.server_port}/'
+        assert urlopen(url + 'index.html').read() == (site/'index.html').read_bytes()
+        fig = next((site/'figures').iterdir())
+        assert urlopen(url + 'figures/' + fig.name).read() == fig.read_bytes()
+        with pytest.raises(HTTPError): urlopen(url + 'nowhere.html')
+    finally: httpd.shutdown(); httpd.server_close()
+    help_text = subprocess.run([sys.executable, 'tools/build_site.py', '--help'], cwd=root, capture_output=True, text=True).stdout
+    assert '--serve' in help_text and '--port' in help_text
+
 def test_every_page_renders(pages):
     assert len(pages) == len(list(nbs.glob('*.ipynb')))
     for name, p in pages.items():

@@ -1,4 +1,4 @@
-"""Build the documentation site into `_site/` without Quarto: `python tools/build_site.py`.
+"""Build the documentation site into `_site/` without Quarto: `python tools/build_site.py` (`--serve`: then preview it).
 
 The notebooks go through nbdev's own docs processing (`FilterDefaults`: frontmatter, `show_doc` cells added
 after every exported function and class and executed, hidden cells and exported sources removed, links to
@@ -276,8 +276,25 @@ def build_site(out:Path=None, nbs:Path=None) -> Path:
             pager=_pager(pages, i), toc=_toc(md.toc)))
     return out
 
+def serve(out:Path, port:int=8000, host:str='127.0.0.1'):
+    "An HTTP server for the site in `out` on `host:port` (0: any free port), not started: call `serve_forever()`"
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args): pass
+    return ThreadingHTTPServer((host, port), partial(Handler, directory=str(out)))
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', type=Path, help='output folder (default: _site/ in the project root)')
-    out = build_site(p.parse_args().out)
+    p.add_argument('--serve', action='store_true', help='then serve the site for a local preview (Ctrl-C stops it)')
+    p.add_argument('--port', type=int, default=8000, help='port of the preview server (default: 8000)')
+    args = p.parse_args()
+    out = build_site(args.out)
     print(f'site written to {out}: {len(list(out.glob("*.html")))} pages, {len(list((out/"figures").iterdir()))} figures')
+    if args.serve:
+        httpd = serve(out, args.port)
+        print(f'preview at http://127.0.0.1:{httpd.server_port}/ (Ctrl-C stops it; rerun the command after editing a notebook)', flush=True)
+        try: httpd.serve_forever()
+        except KeyboardInterrupt: pass
+        finally: httpd.server_close()
