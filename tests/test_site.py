@@ -44,6 +44,15 @@ def test_nbdev_docs_executes_only_doc_cells():
     assert mixed == [], ("these cells import and compute: move their imports to the notebook's import cell "
                          "(or mark a cheap setup cell `#| exec_doc`)")
 
+def test_chapters_end_with_questions_and_further_research():
+    "Every teaching chapter (not the home page, not the reliability reference) ends as fastbook's do"
+    missing = []
+    for f in sorted(nbs.glob('[0-9][0-9]_*.ipynb')):
+        heads = [l for c in json.loads(f.read_text())['cells'] if c['cell_type'] == 'markdown'
+                 for l in ''.join(c['source']).splitlines() if l.startswith('## ')]
+        if heads[-2:] != ['## Questions', '## Further research']: missing.append(f.name)
+    assert missing == []
+
 def test_sidebar_lists_every_notebook():
     assert sorted(chapter_files(nbs)) == sorted(nbs.glob('*.ipynb'))
     assert chapter_files(nbs)[0].name == 'index.ipynb'
