@@ -44,6 +44,15 @@ def test_nbdev_docs_executes_only_doc_cells():
     assert mixed == [], ("these cells import and compute: move their imports to the notebook's import cell "
                          "(or mark a cheap setup cell `#| exec_doc`)")
 
+def test_chapters_end_with_questions_and_further_research():
+    "Every teaching chapter (not the home page, not the reliability reference) ends as fastbook's do"
+    missing = []
+    for f in sorted(nbs.glob('[0-9][0-9]_*.ipynb')):
+        heads = [l for c in json.loads(f.read_text())['cells'] if c['cell_type'] == 'markdown'
+                 for l in ''.join(c['source']).splitlines() if l.startswith('## ')]
+        if heads[-2:] != ['## Questions', '## Further research']: missing.append(f.name)
+    assert missing == []
+
 def test_sidebar_lists_every_notebook():
     assert sorted(chapter_files(nbs)) == sorted(nbs.glob('*.ipynb'))
     assert chapter_files(nbs)[0].name == 'index.ipynb'
@@ -102,7 +111,20 @@ return {title: document.title, h1: (document.querySelector('main h1') || {}).tex
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
   nav: [...document.querySelectorAll('nav.sidebar a')].map(a => a.href),
   prev: (document.querySelector('a[rel=prev]') || {}).href, next: (document.querySelector('a[rel=next]') || {}).href,
-  api: [...document.querySelectorAll('main h3[id]')].map(h => h.id)};
+  api: [...document.querySelectorAll('main h3[id]')].map(h => h.id),
+  outputs: [...document.querySelectorAll('main .output')].map(e => e.textContent),
+  tables: [...document.querySelectorAll('main table')].map(t => {
+    // a table is clipped when it is wider than what shows of it and nothing between it and <main> scrolls:
+    // a box hiding the overflow, or the table running past <main>'s right edge (under the contents list)
+    let hidden = false, scrolls = false;
+    for (let e = t; e && e !== main.parentElement; e = e.parentElement) {
+      if (e.scrollWidth <= e.clientWidth + 1) continue;
+      const o = getComputedStyle(e).overflowX;
+      if (o === 'auto' || o === 'scroll') scrolls = true; else if (o === 'hidden' || o === 'clip') hidden = true;
+    }
+    const past = t.getBoundingClientRect().right - main.getBoundingClientRect().right > 1;
+    return {head: (t.rows[0] || {}).textContent || '', clipped: !scrolls && (hidden || past)};
+  })};
 """
 
 @pytest.fixture(scope='session')
@@ -123,6 +145,66 @@ def pages(site, server, browser):
     browser.save_screenshot(str(artefacts/'site-data-figure.png'))
     print(f'screenshots in {artefacts}')
     return res
+
+# what no output on the site may show (defined here, apart from tools/clean_outputs.py, which it checks)
+_unclean = {'progress bar': re.compile(r'\|[█-]{10,}\||\d+\.\d\d% \[\d+/\d+ \d\d:\d\d'),
+            'warning': re.compile(r'\w*Warning: |warnings\.warn\('),
+            'machine path': re.compile(r'(/work/|/home/|/Users/|/root/|site-packages|dist-packages)[^\s]*'),
+            'carriage return': re.compile(r'\r')}
+
+def output_problems(p:dict) -> list:
+    "What page `p`'s outputs show that a reader should not see: progress bars (a staircase of updates or one), warnings, machine paths"
+    return [f'{kind}: {m[0][:60]!r}' for text in p['outputs'] for kind, pat in _unclean.items() for m in [pat.search(text)] if m]
+
+def clipped_tables(p:dict) -> list:
+    "Tables of page `p` wider than what shows of them, with no way to scroll to the rest"
+    return [t['head'][:80] for t in p['tables'] if t['clipped']]
+
+_bad_page = """<!doctype html><html><head><title>bad</title><link rel="icon" href="data:,"><style>.clip { overflow: hidden; width: 300px; }</style></head>
+<body><main><h1>bad</h1>
+<pre class="output stdout">Epoch 1/1 : |████████████--------------------| 40.00% [2/5 00:01&lt;00:02]
+Epoch 1/1 : |████████████████████████████████| 100.00% [5/5 00:03&lt;00:00]</pre>
+<pre class="output stderr">/work/venv/lib/python3.11/site-packages/torch/x.py:1: FutureWarning: deprecated
+  warnings.warn(</pre>
+<div class="clip"><table><tr><th>a_very_long_column_name</th><th>another_very_long_column_name</th><th>valid_roc_auc</th></tr></table></div>
+<div style="width: 300px; overflow-x: auto"><table><tr><th>a_very_long_column_name</th><th>another_very_long_column_name</th></tr></table></div>
+</main></body></html>"""
+
+def test_page_checks_catch_a_bad_page(site, server, browser):
+    "The checks below fail on a page with a progress staircase, a warning with a machine path and a clipped table"
+    bad = site/'canary'/'bad.html'
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_text(_bad_page)
+    browser.get(server + 'canary/bad.html')
+    p = browser.execute_script(_read_page)
+    browser.get_log('browser')   # drained: the other pages' console logs start empty
+    kinds = {pr.split(':')[0] for pr in output_problems(p)}
+    assert kinds == {'progress bar', 'warning', 'machine path'}, output_problems(p)
+    assert clipped_tables(p) == ['a_very_long_column_nameanother_very_long_column_namevalid_roc_auc']  # the scrolling one passes
+
+def test_outputs_are_clean(pages):
+    "No page shows progress-bar updates, library warnings or paths of the machine the notebooks ran on"
+    problems = {name: pr for name, p in pages.items() if (pr := output_problems(p))}
+    assert problems == {}, 'run `python tools/clean_outputs.py` on the notebooks (and see DEVELOPING.md)'
+
+def test_tables_fit_or_scroll(pages):
+    "Wide tables scroll sideways instead of being cut off"
+    assert {name: c for name, p in pages.items() if (c := clipped_tables(p))} == {}
+
+def test_preview_server_serves_the_site(site):
+    "`python tools/build_site.py --serve` previews the site over HTTP: the pages and their figures"
+    from build_site import serve
+    httpd = serve(site, 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{httpd.server_port}/'
+        assert urlopen(url + 'index.html').read() == (site/'index.html').read_bytes()
+        fig = next((site/'figures').iterdir())
+        assert urlopen(url + 'figures/' + fig.name).read() == fig.read_bytes()
+        with pytest.raises(HTTPError): urlopen(url + 'nowhere.html')
+    finally: httpd.shutdown(); httpd.server_close()
+    help_text = subprocess.run([sys.executable, 'tools/build_site.py', '--help'], cwd=root, capture_output=True, text=True).stdout
+    assert '--serve' in help_text and '--port' in help_text
 
 def test_every_page_renders(pages):
     assert len(pages) == len(list(nbs.glob('*.ipynb')))

@@ -1,4 +1,4 @@
-"""Build the documentation site into `_site/` without Quarto: `python tools/build_site.py`.
+"""Build the documentation site into `_site/` without Quarto: `python tools/build_site.py` (`--serve`: then preview it).
 
 The notebooks go through nbdev's own docs processing (`FilterDefaults`: frontmatter, `show_doc` cells added
 after every exported function and class and executed, hidden cells and exported sources removed, links to
@@ -26,6 +26,9 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+sys.path.insert(0, str(Path(__file__).parent))
+from clean_outputs import clean_nb
+
 _doc_dirs = {'export', 'exports', 'exporti', 'exec_doc'}
 
 def _is_doc_cell(cell) -> bool:
@@ -47,6 +50,7 @@ def process_nb(path:Path):
     "`path` read and processed as `nbdev-docs` does; returns the notebook and its frontmatter"
     nb = read_nb(path)
     SiteFilter()(nb)
+    clean_nb(nb)  # progress bars at their final state, no warnings, no machine paths (also in the re-executed doc cells)
     return nb, nb.frontmatter_
 
 def chapter_files(nbs:Path) -> list:
@@ -239,7 +243,7 @@ pre.stderr { background: #fff8e6; } pre.error { background: #fdecea; }
 figure { margin: .8rem 0; } figure img { max-width: 100%; height: auto; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; display: block; overflow-x: auto; }
 th, td { border: 1px solid #dee2e6; padding: .3rem .6rem; text-align: left; } thead th { background: #f1f3f5; }
-.output.html { overflow-x: auto; } .output.html table { font-size: .82rem; }
+.output.html { overflow-x: auto; max-width: 100%; } .output.html table { font-size: .82rem; }
 .callout-note, .callout-tip, .callout-warning, .callout-important { border-left: 4px solid #1a5fb4; background: #f1f6fd; padding: .2rem 1rem; margin: 1rem 0; }
 .callout-warning, .callout-important { border-color: #e5a50a; background: #fdf8ec; }
 .pager { display: flex; justify-content: space-between; gap: 1rem; margin-top: 3rem; padding-top: 1rem; border-top: 1px solid #dee2e6; }
@@ -272,8 +276,25 @@ def build_site(out:Path=None, nbs:Path=None) -> Path:
             pager=_pager(pages, i), toc=_toc(md.toc)))
     return out
 
+def serve(out:Path, port:int=8000, host:str='127.0.0.1'):
+    "An HTTP server for the site in `out` on `host:port` (0: any free port), not started: call `serve_forever()`"
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args): pass
+    return ThreadingHTTPServer((host, port), partial(Handler, directory=str(out)))
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', type=Path, help='output folder (default: _site/ in the project root)')
-    out = build_site(p.parse_args().out)
+    p.add_argument('--serve', action='store_true', help='then serve the site for a local preview (Ctrl-C stops it)')
+    p.add_argument('--port', type=int, default=8000, help='port of the preview server (default: 8000)')
+    args = p.parse_args()
+    out = build_site(args.out)
     print(f'site written to {out}: {len(list(out.glob("*.html")))} pages, {len(list((out/"figures").iterdir()))} figures')
+    if args.serve:
+        httpd = serve(out, args.port)
+        print(f'preview at http://127.0.0.1:{httpd.server_port}/ (Ctrl-C stops it; rerun the command after editing a notebook)', flush=True)
+        try: httpd.serve_forever()
+        except KeyboardInterrupt: pass
+        finally: httpd.server_close()

@@ -431,11 +431,20 @@ def plot_score_hist(scores:dict, # Score name -> (n,) scores
     groups = items['multiclass'].fillna(items['binary']).str.lower().to_numpy()
     fig, axs = plt.subplots(1, len(scores), figsize=(4*len(scores), 3), squeeze=False)
     for ax, (name, s) in zip(axs[0], scores.items()):
-        bins = np.histogram_bin_edges(s, 30)
+        # a few outliers would squeeze the rest into one bar: then the axis spans the middle 99% of the scores (and the threshold)
+        lo, hi = np.percentile(s, [0.5, 99.5])
+        if s.max() - s.min() <= 3*(hi - lo): lo, hi = s.min(), s.max()
+        if thresholds and name in thresholds: lo, hi = min(lo, thresholds[name]), max(hi, thresholds[name])
+        log = lo > 0 and hi/lo > 100   # positive scores over orders of magnitude (a density's): a log axis
+        bins, n_out = (np.geomspace if log else np.linspace)(lo, hi, 31), int(((s < lo) | (s > hi)).sum())
         for g in ('normal', 'bacteria', 'virus'):
-            if (groups == g).any(): ax.hist(s[groups == g], bins, alpha=0.5, density=True, label=g)
+            if (n := (groups == g).sum()):   # each group's share of its images per bin, so groups of different sizes compare
+                ax.hist(np.clip(s[groups == g], lo, hi), bins, weights=np.full(n, 1/n), alpha=0.5, label=g)
         if thresholds and name in thresholds: ax.axvline(thresholds[name], color='k', ls='--', lw=1, label='threshold')
-        ax.set_title(name); ax.set_xlabel('score')
+        ax.set_title(name + (f'\n({n_out} scores off the axis, drawn in the end bins)' if n_out else ''), fontsize=10)
+        ax.set_xlabel('score (log scale)' if log else 'score')
+        if log: ax.set_xscale('log')
+    axs[0, 0].set_ylabel('share of the group')
     axs[0, 0].legend(fontsize=8)
     plt.tight_layout()
     return fig
@@ -451,5 +460,5 @@ def plot_score_rocs(scores:dict, # Score name -> (n,) scores
         ax.plot(fpr, tpr, label=f"{name} ({skm.roc_auc_score(y, s):.3f})")
     ax.plot([0, 1], [0, 1], 'k:', lw=1)
     ax.set_xlabel('false positive rate (healthy flagged)'); ax.set_ylabel('true positive rate (sick flagged)')
-    ax.legend(fontsize=8, title='AUROC'); ax.set_aspect('equal')
+    ax.legend(fontsize=8, title='AUROC', loc='lower right'); ax.set_aspect('equal')
     return ax

@@ -15,7 +15,8 @@ from fastai.interpret import ClassificationInterpretation
 from .data import *
 
 # %% auto #0
-__all__ = ['decisions', 'classification_scores', 'plot_confusion', 'plot_roc', 'per_class_table', 'evaluate']
+__all__ = ['decisions', 'classification_scores', 'plot_confusion', 'plot_roc', 'plot_most_confused', 'per_class_table',
+           'evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #6bd11813
 def decisions(probs:np.ndarray, # (n, n_classes) predicted probabilities
@@ -64,11 +65,37 @@ def plot_roc(probs:np.ndarray|Tensor, # (n, n_classes) predicted probabilities
     "ROC curve of PNEUMONIA (two classes) or of each class against the rest"
     probs, targets = np.asarray(probs), np.asarray(targets)
     ax = ax or plt.subplots(figsize=(4, 4))[1]
-    classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
-    for c in classes:
-        skm.RocCurveDisplay.from_predictions(targets == c, probs[:, c], name=vocab[c], ax=ax)
+    binary = probs.shape[1] == 2
+    for c in [1] if binary else range(probs.shape[1]):
+        skm.RocCurveDisplay.from_predictions(targets == c, probs[:, c], name=vocab[c] if binary else f'{vocab[c]} vs rest', ax=ax)
     ax.plot([0, 1], [0, 1], 'k:', lw=1)
+    # the axes in the classes' names (scikit-learn's say "Positive label: 1")
+    ax.set_xlabel(f'False positive rate ({vocab[0]} called {vocab[1]})' if binary else 'False positive rate (others called this class)')
+    ax.set_ylabel(f'True positive rate ({vocab[1]} found)' if binary else 'True positive rate (this class found)')
+    ax.legend(loc='lower right', fontsize=8)   # the empty corner of a ROC plot
     ax.set_title('ROC on the test split')
+
+def plot_most_confused(learn:Learner, # A trained classifier
+                       dl:DataLoader=None, # Data to look at; the test split by default
+                       k:int=9, # How many images
+                       ncols:int=3, # Images per row
+                      ):
+    "The `k` images of `dl` with the largest loss, each titled with its true class, the prediction and its probability"
+    dl = dl or learn.dls.test_split_dl()
+    interp = ClassificationInterpretation.from_learner(learn, dl=dl)
+    k = min(k, len(interp.losses))   # a small test split has fewer images than `k`
+    losses, idxs = interp.top_losses(k)
+    inps, probs, targs, _, _ = interp[idxs]
+    x, vocab = tuplify(inps)[0].float().cpu(), list(learn.dls.vocab)
+    nrows = -(-k // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(2.9*ncols, 3.3*nrows), squeeze=False)
+    for ax in axs.flat: ax.axis('off')
+    for ax, img, p, t, l in zip(axs.flat, x, probs, targs, losses):
+        ax.imshow(img[0], cmap='gray')
+        pred = int(p.argmax())
+        ax.set_title(f'true {vocab[int(t)]}\npredicted {vocab[pred]} ({float(p[pred]):.2f})\nloss {float(l):.2f}', fontsize=8)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_evaluate.ipynb #8a4b3a8b
 def per_class_table(probs, targets, vocab, threshold=None) -> pd.DataFrame:
@@ -99,8 +126,5 @@ def evaluate(learn:Learner, # A trained classifier
     fig.tight_layout(); fig.savefig(folder/'confusion.png', dpi=100); plt.close(fig)
     fig, ax = plt.subplots(figsize=(4.5, 4.5)); plot_roc(probs, targets, vocab, ax)
     fig.tight_layout(); fig.savefig(folder/'roc.png', dpi=100); plt.close(fig)
-    interp = ClassificationInterpretation.from_learner(learn, dl=dl)
-    k = min(top_k, len(interp.losses))   # a small test split has fewer images than `top_k`
-    interp.plot_top_losses(k, nrows=min(3, k), figsize=(9, 9))
-    plt.gcf().savefig(folder/'most_confused.png', dpi=80); plt.close('all')
+    plot_most_confused(learn, dl, top_k).savefig(folder/'most_confused.png', dpi=80); plt.close('all')
     return res

@@ -15,7 +15,7 @@ from .learner import *
 from .evaluate import *
 
 # %% auto #0
-__all__ = ['fit_and_evaluate', 'train_classifier', 'run_seeds', 'compare', 'mean_std', 'hardware']
+__all__ = ['fit_and_evaluate', 'train_classifier', 'run_seeds', 'compare', 'mean_std', 'hardware', 'published_results']
 
 # %% ../nbs/07_experiments.ipynb #ffd7880f
 def _scores(prefix:str, scores:dict) -> dict:
@@ -105,3 +105,14 @@ def hardware() -> str:
     import fastai, xray_fastai
     return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
             f"xray_fastai {xray_fastai.__version__}, {platform.system()} {platform.release()}")
+
+# %% ../nbs/07_experiments.ipynb #0c880edb
+def published_results(name:str=None, # A file of `bench/results`, e.g. 'binary_cpu.csv'; `None`: the folder
+                     ) -> Path: # The package's copy of it
+    "A published benchmark result (a copy of `bench/results/NAME`, shipped with the package), or the folder of them"
+    from importlib.resources import files
+    folder = Path(str(files('xray_fastai')))/'results'
+    if name is None: return folder
+    if not (folder/name).is_file():
+        raise FileNotFoundError(f"{name} is not among the published results in {folder}: copy it there from bench/results")
+    return folder/name
