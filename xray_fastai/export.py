@@ -13,6 +13,7 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from fastcore.all import *
+from fastai.data.transforms import IntToFloatTensor, Normalize
 import xray_fastai
 from .data import *
 from .data import _hw, _visible
@@ -109,6 +110,13 @@ def _finite(o):
     if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
     return o
 
+def _check_inference_tfms(dls):
+    "Refuse batch transforms that act at inference beyond `IntToFloatTensor` and `Normalize`: `XrayPredictor` would skip them"
+    extra = [type(t).__name__ for t in dls.after_batch.fs
+             if t.split_idx is None and not isinstance(t, (IntToFloatTensor, Normalize))]  # augmentations have split_idx 0
+    if extra: raise XrayModelError(f"the data applies {', '.join(extra)} to every image, which a model file cannot record yet: "
+                                   "predictions from it would skip them. Train without them to save a model.")
+
 def xray_config(learn:Learner, # A trained classifier from `xray_learner`
                 model_kwargs:dict=None, # The `model_kwargs` the model was built with; `learn.model_kwargs` if unset
                 training:dict=None, # More training settings to record (learning rate, schedule, seed, data, ...)
@@ -119,6 +127,7 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
         raise XrayModelError(f"the learner's arch must be an architecture name (from `xray_learner`), not {arch!r}: "
                              "only named architectures can be rebuilt from a config file")
     dls, model_kwargs = learn.dls, model_kwargs if model_kwargs is not None else getattr(learn, 'model_kwargs', None) or {}
+    _check_inference_tfms(dls)
     thr = getattr(learn, 'threshold', None)
     cfg = dict(format=FORMAT, format_version=FORMAT_VERSION, arch=arch, model_kwargs=dict(model_kwargs),
                n_in=_n_in(learn.model), task=getattr(dls, 'task', None), vocab=[str(v) for v in dls.vocab],
