@@ -60,3 +60,13 @@ def test_evaluate_on_a_test_split_smaller_than_top_k(tmp_path):
     res = evaluate(learn, folder=tmp_path/'report', top_k=9)
     assert res['argmax']['n'] == 4
     assert (tmp_path/'report'/'most_confused.png').stat().st_size > 0
+
+def test_tta_after_fit_xray(phantoms):
+    "fastai's `tta` runs `after_fit` once training is over: the best epoch's weights, removed by then, are not reloaded"
+    learn = classifier_learner(phantoms, 'binary', size=48, bs=16, aug='report', learner_kwargs=dict(model_kwargs=dict(widths=(8, 16))))
+    learn.fit_xray(1, 1e-3)
+    assert not (learn.path/learn.model_dir/'best.pth').exists()
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    probs, targets = learn.tta(dl=learn.dls.valid, n=2)
+    assert probs.shape == (len(learn.dls.valid.items), 2) and torch.allclose(probs.sum(1), torch.ones(len(probs)))
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())  # the trained weights stay

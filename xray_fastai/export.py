@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from fastcore.all import *
 from fastai.data.transforms import IntToFloatTensor, Normalize
+from fastai.callback.tracker import SaveModelCallback
 import xray_fastai
 from .data import *
 from .data import _hw, _visible
@@ -85,7 +86,7 @@ def _training(learn) -> dict:
     # fastai resets the recorder on `get_preds` (which then logs one validation-only row): keep only training epochs
     history = [dict(zip(names, map(float, v))) for v in getattr(rec, 'values', []) if len(v) == len(names)]
     w = getattr(getattr(lf, 'func', lf), 'weight', None)
-    smc = first(cb for cb in learn.cbs if type(cb).__name__ == 'SaveModelCallback')
+    smc = first(cb for cb in learn.cbs if isinstance(cb, SaveModelCallback))
     return dict(epochs=getattr(learn, 'n_epoch', len(history)), bs=dls.bs,
                 n_train=len(dls.train.items) if hasattr(dls.train, 'items') else None,
                 n_valid=len(dls.valid.items) if hasattr(dls.valid, 'items') else None,
@@ -135,7 +136,7 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
                threshold=None if thr is None else float(thr),
                toolkit_version=xray_fastai.__version__, torch_version=torch.__version__,
                training={**_training(learn), **(training or {})})
-    smc = first(cb for cb in learn.cbs if type(cb).__name__ == 'SaveModelCallback')
+    smc = first(cb for cb in learn.cbs if isinstance(cb, SaveModelCallback))
     cfg['training']['best'] = _best(cfg['training']['history'], smc)
     try: return json.loads(json.dumps(_finite(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e

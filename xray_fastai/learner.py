@@ -67,6 +67,11 @@ def _monitor(task:str, monitor:str|None) -> tuple:
     monitor = monitor or ('roc_auc_score' if task == 'binary' else 'balanced_accuracy_score')
     return monitor, np.less if 'loss' in monitor else np.greater
 
+class _SaveBest(SaveModelCallback):
+    "`SaveModelCallback` that reloads the best weights only when they are on disk: `tta` calls `after_fit` after training is over"
+    def after_fit(self, **kwargs):
+        if (self.path/self.model_dir/f'{self.fname}.pth').exists(): super().after_fit(**kwargs)
+
 class _RemoveBestWeights(Callback):
     "Delete the best epoch's weights once `SaveModelCallback` has loaded them, and the temporary folder if now empty"
     order = SaveModelCallback.order + 2  # after the best weights are loaded and any checkpoint is written
@@ -91,7 +96,7 @@ def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
     "A classifier `Learner` for `dls` that keeps its best epoch"
     model = xray_model(arch, n_out=dls.c, n_in=1, pretrained=pretrained, **(model_kwargs or {}))
     monitor, comp = _monitor(getattr(dls, 'task', 'binary'), monitor)
-    cbs = [SaveModelCallback(monitor=monitor, comp=comp, fname='best', with_opt=False)]
+    cbs = [_SaveBest(monitor=monitor, comp=comp, fname='best', with_opt=False)]
     if patience: cbs.append(EarlyStoppingCallback(monitor=monitor, comp=comp, patience=patience))
     kwargs.setdefault('metrics', xray_metrics(getattr(dls, 'task', 'binary')))
     tmp = None if 'path' in kwargs else Path(tempfile.mkdtemp(prefix='xray-'))  # the best epoch's checkpoint
