@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/evaluate.html.md"""
 
 # %% ../nbs/05_evaluate.ipynb #0881f6a7
 from __future__ import annotations
-import json
+import json, math
 import numpy as np, pandas as pd, sklearn.metrics as skm
 import matplotlib.pyplot as plt
 from fastcore.all import *
@@ -16,7 +16,7 @@ from .data import *
 
 # %% auto #0
 __all__ = ['decisions', 'classification_scores', 'plot_confusion', 'plot_roc', 'plot_most_confused', 'per_class_table',
-           'evaluate']
+           'evaluate', 'finite_or_none']
 
 # %% ../nbs/05_evaluate.ipynb #6bd11813
 def decisions(probs:np.ndarray, # (n, n_classes) predicted probabilities
@@ -118,7 +118,7 @@ def evaluate(learn:Learner, # A trained classifier
     if len(vocab) == 2 and thr is not None: res['threshold'] = classification_scores(probs, targets, thr)
     if folder is None: return res
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    (folder/'metrics.json').write_text(json.dumps(res, indent=2))
+    (folder/'metrics.json').write_text(json.dumps(finite_or_none(res), indent=2, allow_nan=False))
     per_class_table(probs, targets, vocab, thr).to_csv(folder/'per_class.csv')
     fig, axs = plt.subplots(1, 1 + ('threshold' in res), figsize=(4.5*(1 + ('threshold' in res)), 4), squeeze=False)
     plot_confusion(res['argmax']['confusion'], vocab, 'argmax', axs[0, 0])
@@ -128,3 +128,10 @@ def evaluate(learn:Learner, # A trained classifier
     fig.tight_layout(); fig.savefig(folder/'roc.png', dpi=100); plt.close(fig)
     plot_most_confused(learn, dl, top_k).savefig(folder/'most_confused.png', dpi=80); plt.close('all')
     return res
+
+def finite_or_none(o):
+    "`o` (nested dicts and lists) with every NaN or infinite float as None: strict JSON, where an undefined score is 'no value'"
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: finite_or_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [finite_or_none(v) for v in o]
+    return o

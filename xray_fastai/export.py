@@ -17,6 +17,7 @@ from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.tracker import SaveModelCallback
 import xray_fastai
 from .data import *
+from .evaluate import finite_or_none
 from .data import _hw, _visible
 
 # %% auto #0
@@ -101,15 +102,8 @@ def _training(learn) -> dict:
 def _best(history:list, smc) -> float|None:
     "The best epoch's monitored value, read off the history: the tracker's own `best` is reset by later fits"
     if smc is None: return None
-    scores = [h[smc.monitor] for h in history if _finite(h.get(smc.monitor)) is not None]
+    scores = [h[smc.monitor] for h in history if finite_or_none(h.get(smc.monitor)) is not None]
     return (max if smc.comp(1, 0) else min)(scores) if scores else None  # comp: np.greater or np.less
-
-def _finite(o):
-    "`o` with every NaN or infinite float replaced by None: strict JSON (a NaN score in the history is 'no value')"
-    if isinstance(o, float): return o if math.isfinite(o) else None
-    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
-    return o
 
 def _check_inference_tfms(dls):
     "Refuse batch transforms that act at inference beyond `IntToFloatTensor` and `Normalize`: `XrayPredictor` would skip them"
@@ -138,7 +132,7 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
                training={**_training(learn), **(training or {})})
     smc = first(cb for cb in learn.cbs if isinstance(cb, SaveModelCallback))
     cfg['training']['best'] = _best(cfg['training']['history'], smc)
-    try: return json.loads(json.dumps(_finite(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
+    try: return json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e
 
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
