@@ -1,6 +1,8 @@
 """Benchmark: the shift study's levers, each over seeds on real data, with ensembles and transductive rows apart.
 
-Not a test: it trains one binary classifier per lever and seed (about a minute each at 96 px on a 2-core CPU).
+Not a test: it trains one classifier per lever and seed (about a minute each at 64 px on a 2-core CPU), binary or, with
+`--task multiclass`, normal / bacterial / viral (scored at the argmax, with each class's recall; the levers that need two
+classes, `test_share` and `batch_stats_norm`, are left out there).
 Every model's threshold is chosen on validation (patients of the training folder); the test labels are read only
 to score. Each model of the `--extras` levers (the base recipe by default) is also scored with test-time augmentation (fastai's `tta`) and, in rows marked
 transductive, after `adapt_bn` on the unlabeled test images and after EM prior correction. After all seeds, the
@@ -27,13 +29,28 @@ ORDER = ['base', 'weighted', 'undersample', 'test_share', 'per_image_norm', 'his
          'longer_early_stop']
 KIND = {'test_share': 'uses the test pneumonia share', 'batch_stats_norm': 'transductive (test batch statistics)'}
 COLS = ['accuracy', 'roc_auc', 'sensitivity', 'specificity', 'balanced_accuracy', 'f1']
+MULTI_COLS = ['accuracy', 'roc_auc', 'balanced_accuracy', 'f1_macro', 'recall_NORMAL', 'recall_BACTERIA', 'recall_VIRUS']
+TWO_CLASS_LEVERS = ('test_share', 'batch_stats_norm')  # a PNEUMONIA share; one-class test batches (see the chapter)
+
+def class_scores(probs, targets, thr=None) -> dict:
+    "`classification_scores`, with each class's recall when there are three classes"
+    r = classification_scores(probs, targets, thr)
+    if probs.shape[1] == 3:
+        cm = np.array(r['confusion'])
+        r.update({f'recall_{c}': cm[i, i] / max(cm[i].sum(), 1) for i, c in enumerate(('NORMAL', 'BACTERIA', 'VIRUS'))})
+    return r
 
 def scores(valid:tuple, test:tuple, thr:float=None) -> dict:
-    "Test scores at the argmax and at `thr` (Youden on `valid` when None), with the validation AUC and ECEs"
+    "Test scores at the argmax and, for two classes, at `thr` (Youden on `valid` when None), with the validation AUC and ECEs"
+    ece = dict(valid_ece=expected_calibration_error(*valid), test_ece=expected_calibration_error(*test))
+    a, v = class_scores(*test), class_scores(*valid)
+    if valid[0].shape[1] > 2:
+        return dict(**{f'test_{k}': a[k] for k in MULTI_COLS}, valid_roc_auc=v['roc_auc'],
+                    valid_balanced_accuracy=v['balanced_accuracy'], **ece)
     thr = pick_threshold(valid[0][:, 1], valid[1]) if thr is None else thr
-    a, t, v = classification_scores(*test), classification_scores(*test, thr), classification_scores(*valid)
+    t = classification_scores(*test, thr)
     return dict(**{f'test_{k}': a[k] for k in COLS}, **{f'test_thr_{k}': t[k] for k in COLS}, threshold=thr,
-                valid_roc_auc=v['roc_auc'], valid_ece=expected_calibration_error(*valid), test_ece=expected_calibration_error(*test))
+                valid_roc_auc=v['roc_auc'], **ece)
 
 def preds(learn, dl) -> tuple:
     p, t = learn.get_preds(dl=dl)
@@ -42,6 +59,7 @@ def preds(learn, dl) -> tuple:
 @call_parse
 def main(name:str='shift_levers_cpu', # Results file name under bench/results
          levers:str='all', # Comma-separated lever names, or 'all' (see `xray_fastai.shift.LEVERS`)
+         task:str='binary', # 'binary' or 'multiclass'
          size:int=96, # Image side in pixels
          epochs:int=5, # Epochs per run (levers may multiply it)
          lr:float=2e-3, # Peak learning rate (levers may multiply it)
@@ -55,14 +73,16 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
     out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
     names = ORDER if levers == 'all' else levers.split(',')
     assert set(ORDER) == set(LEVERS), "every lever has a place in ORDER"
+    if task == 'multiclass': names = [n for n in names if n not in TWO_CLASS_LEVERS]
     seeds = [int(s) for s in seeds.split(',')]
-    base = dict(source=data, task='binary', arch='vgg', size=size, epochs=epochs, lr=lr, bs=bs, balance='none', aug='report',
+    base = dict(source=data, task=task, arch='vgg', size=size, epochs=epochs, lr=lr, bs=bs, balance='none', aug='report',
                 split='patient', learner_kwargs=dict(model_kwargs=dict(widths=(16, 32, 64, 128))))
     start, rows, probs = time.perf_counter(), [], []
     def keep(variant, seed, kind, valid, test, thr=None, **extra):
         rows.append(dict(variant=variant, seed=seed, kind=kind, **scores(valid, test, thr), **extra))
         for split, (p, t) in (('valid', valid), ('test', test)):
-            probs.append(pd.DataFrame(dict(variant=variant, seed=seed, split=split, target=t, p=p[:, 1])))
+            ps = dict(p=p[:, 1]) if p.shape[1] == 2 else {f'p{i}': p[:, i] for i in range(p.shape[1])}
+            probs.append(pd.DataFrame(dict(variant=variant, seed=seed, split=split, target=t, **ps)))
         pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every run: a stopped run keeps its rows
     for lever in names:
         for seed in seeds:
@@ -70,40 +90,49 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
             tdl = learn.dls.test_split_dl()
             valid, test = preds(learn, learn.dls.valid), preds(learn, tdl)
             keep(lever, seed, KIND.get(lever, 'inductive'), valid, test, train_s=rec['train_s'])
-            base_thr = rows[-1]['threshold']
-            print(f"{lever} seed {seed}: test accuracy {rows[-1]['test_accuracy']:.3f}, specificity {rows[-1]['test_specificity']:.3f}", flush=True)
+            base_thr = rows[-1].get('threshold')
+            r = rows[-1]
+            print(f"{lever} seed {seed}: test accuracy {r['test_accuracy']:.3f}, "
+                  f"{'specificity' if task == 'binary' else 'NORMAL recall'} {r.get('test_specificity', r.get('test_recall_NORMAL')):.3f}", flush=True)
             if lever not in extras.split(','): continue
             tta_valid = (learn.tta(dl=learn.dls.valid)[0].numpy(), valid[1])
             keep(f'{lever} + tta', seed, 'inductive', tta_valid, (learn.tta(dl=tdl)[0].numpy(), test[1]))
             T = fit_temperature(*valid)
-            prior = np.bincount(valid[1], minlength=2) / len(valid[1])  # the training folder's shares, from validation
+            prior = np.bincount(valid[1], minlength=valid[0].shape[1]) / len(valid[1])  # the training folder's shares, from validation
             calibrated = with_temperature(test[0], T)
             est = em_prior(calibrated, prior)
             keep(f'{lever} + EM prior correction', seed, 'transductive (unlabeled test predictions)', valid,
-                 (prior_corrected(calibrated, prior, est), test[1]), thr=0.5, temperature=T, em_share=est[1])
+                 (prior_corrected(calibrated, prior, est), test[1]), thr=0.5, temperature=T, em_share=1 - est[0])
             adapt_bn(learn.model, tdl)
             keep(f'{lever} + test BN statistics', seed, 'transductive (unlabeled test images)', valid, preds(learn, tdl), thr=base_thr)
     allp = pd.concat(probs, ignore_index=True)
     allp.to_csv(out/f'{name}_probs.csv.gz', index=False, float_format='%.5f')
     runs = pd.DataFrame(rows)
+    pcols = ['p'] if 'p' in allp else sorted(c for c in allp if c.startswith('p') and c[1:].isdigit())
     for variant, g in allp[allp.split == 'test'].groupby('variant', sort=False):  # the seeds' mean probability: an ensemble
         n = g.seed.nunique()
         if n < 2: continue
-        p = g.p.to_numpy().reshape(n, -1).mean(0)  # every seed scores the same test images in the same order
+        p = g[pcols].to_numpy().reshape(n, -1, len(pcols)).mean(0)  # every seed scores the same test images in the same order
+        p = np.concatenate([1-p, p], 1) if pcols == ['p'] else p
         t = g.target.to_numpy()[:len(p)]
         r = runs[runs.variant == variant]
-        ens = classification_scores(np.stack([1-p, p], 1), t)
-        thr = classification_scores(np.stack([1-p, p], 1), t, r.threshold.mean())  # the seeds' validation thresholds, averaged
+        ens, ece = class_scores(p, t), expected_calibration_error(p, t)
+        if task == 'multiclass':
+            rows.append(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in MULTI_COLS}, test_ece=ece))
+            continue
+        thr = classification_scores(p, t, r.threshold.mean())  # the seeds' validation thresholds, averaged
         rows.append(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in COLS},
-                         **{f'test_thr_{k}': thr[k] for k in COLS}, threshold=r.threshold.mean(), test_ece=expected_calibration_error(np.stack([1-p, p], 1), t)))
+                         **{f'test_thr_{k}': thr[k] for k in COLS}, threshold=r.threshold.mean(), test_ece=ece))
     df = pd.DataFrame(rows)
     df.to_csv(out/f'{name}.csv', index=False)
-    cols = [f'test_{k}' for k in COLS[:4]] + ['test_thr_accuracy', 'test_thr_specificity', 'valid_roc_auc', 'valid_ece', 'test_ece', 'train_s']
+    cols = ([f'test_{k}' for k in COLS[:4]] + ['test_thr_accuracy', 'test_thr_specificity'] if task == 'binary' else
+            [f'test_{k}' for k in MULTI_COLS]) + ['valid_roc_auc', 'valid_ece', 'test_ece', 'train_s']
     table = mean_std(df, [c for c in cols if c in df], by=['kind', 'variant'])
     cmd = 'python bench/shift.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-    md = (f"# Shift study: levers ({name})\n\nBase: binary, vgg (widths 16-128), {size} px, {epochs} epochs, lr {lr}, bs {bs}, "
-          f"no balancing, the report's augmentation, patient split; seeds {seeds}. Every threshold from validation "
-          f"(`test_thr_*`); `test_*` at the argmax. Ensembles average the seeds' probabilities.\n\n"
+    md = (f"# Shift study: levers ({name})\n\nBase: {task}, vgg (widths 16-128), {size} px, {epochs} epochs, lr {lr}, bs {bs}, "
+          f"no balancing, the report's augmentation, patient split; seeds {seeds}. "
+          + ("Every threshold from validation (`test_thr_*`); `test_*` at the argmax. " if task == 'binary' else "Decisions at the argmax. ")
+          + f"Ensembles average the seeds' probabilities.\n\n"
           f"Hardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n"
           f"```\n{table.to_string()}\n```\n")
     (out/f'{name}.md').write_text(md)
