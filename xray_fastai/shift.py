@@ -29,7 +29,7 @@ __all__ = ['LUNG_BOX', 'LEVERS', 'lung_mask', 'LungCrop', 'HistEqualize', 'PerIm
            'GaussianNoise', 'RandomBlur', 'JpegRecompress', 'photometric_transforms', 'lever_settings', 'adapt_bn',
            'expected_calibration_error', 'fit_temperature', 'with_temperature', 'plot_reliability', 'em_prior',
            'bbse_prior', 'prior_corrected', 'jpeg_quality', 'image_statistics', 'domain_features', 'domain_classifier',
-           'cam_outside_share', 'occlusion_probs', 'choose_lever']
+           'cam_outside_share', 'occlusion_probs', 'choose_lever', 'importance_weights']
 
 # %% ../nbs/13_shift.ipynb #f61c22f9
 LUNG_BOX = (0.10, 0.90, 0.12, 0.88)  # top, bottom, left, right as shares of height and width
@@ -365,12 +365,24 @@ def occlusion_probs(learn:Learner, # A trained classifier
                 res[k].append(F.softmax(learn.model(x).float(), 1).cpu())
     return {k: torch.cat(v).numpy() for k, v in res.items()}
 
-# %% ../nbs/13_shift.ipynb #372593b6
-def choose_lever(runs:pd.DataFrame, # One row per lever and seed: `variant`, `kind`, `valid_roc_auc` (as `bench/shift.py` writes)
+# %% ../nbs/13_shift.ipynb #df8aabc9
+def choose_lever(runs:pd.DataFrame, # One row per lever and seed: `variant`, `kind`, `seed` and the `score` column (as `bench/shift.py` writes)
                  base:str='base', # The lever to keep unless another is clearly better
+                 score:str='valid_roc_auc', # The validation score that decides: higher is better
                 ) -> str: # The chosen lever's name
-    "The shift study's rule, blind to the test set: the inductive lever with the best mean validation AUC, if it beats `base` by more than base's seed std"
+    "The shift study's rule, blind to the test labels: the inductive lever with the best mean `score`, if it beats `base` by more than base's seed std"
     ind = runs[(runs['kind'] == 'inductive') & (runs['seed'] >= 0) & runs['variant'].isin(LEVERS)]
-    g = ind.groupby('variant')['valid_roc_auc']
+    g = ind.groupby('variant')[score]
     best = g.mean().idxmax()
     return best if g.mean()[best] > g.mean()[base] + g.std()[base] else base
+
+# %% ../nbs/13_shift.ipynb #56be0171
+def importance_weights(scores:np.ndarray, # Out-of-fold P(test | image) from `domain_classifier`, one per item
+                       fit:np.ndarray, # Mask of the items that are not in the test split
+                       clip:float=0.99, # Weights above this quantile of the fitting items' weights are clipped to it
+                      ) -> np.ndarray: # One weight per item, mean 1 over the fitting items
+    "Importance weights test : training for each image, from a domain classifier's scores (clipped so a few images cannot dominate)"
+    s = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    w, fit = s / (1 - s), np.asarray(fit, dtype=bool)
+    w = np.minimum(w, np.quantile(w[fit], clip))
+    return w / w[fit].mean()
