@@ -365,7 +365,7 @@ def occlusion_probs(learn:Learner, # A trained classifier
                 res[k].append(F.softmax(learn.model(x).float(), 1).cpu())
     return {k: torch.cat(v).numpy() for k, v in res.items()}
 
-# %% ../nbs/13_shift.ipynb #df8aabc9
+# %% ../nbs/13_shift.ipynb #c788af91
 def choose_lever(runs:pd.DataFrame, # One row per lever and seed: `variant`, `kind`, `seed` and the `score` column (as `bench/shift.py` writes)
                  base:str='base', # The lever to keep unless another is clearly better
                  score:str='valid_roc_auc', # The validation score that decides: higher is better
@@ -376,7 +376,7 @@ def choose_lever(runs:pd.DataFrame, # One row per lever and seed: `variant`, `ki
     best = g.mean().idxmax()
     return best if g.mean()[best] > g.mean()[base] + g.std()[base] else base
 
-# %% ../nbs/13_shift.ipynb #56be0171
+# %% ../nbs/13_shift.ipynb #5909835d
 def importance_weights(scores:np.ndarray, # Out-of-fold P(test | image) from `domain_classifier`, one per item
                        fit:np.ndarray, # Mask of the items that are not in the test split
                        clip:float=0.99, # Weights above this quantile of the fitting items' weights are clipped to it
