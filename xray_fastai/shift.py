@@ -136,16 +136,21 @@ def photometric_transforms(max_log_gamma:float=0.4, # `RandomGamma`'s range
     return [RandomGamma(max_log_gamma, p), GaussianNoise(max_noise, p), RandomBlur(max_blur, p), JpegRecompress(jpeg_quality, p)]
 
 # %% ../nbs/13_shift.ipynb #b81ead4c
-def lever_settings(name:str, # A name of `LEVERS`
+def lever_settings(name:str, # A name of `LEVERS`, or several joined by '+' (a combination)
                    base:dict=None, # The base configuration for `train_classifier` (aug, lr, epochs, learner_kwargs...)
                   ) -> dict: # `base` with the lever applied, fresh transform and callback objects
-    "The configuration of `train_classifier` with one lever of the shift study switched on"
+    "The configuration of `train_classifier` with one lever of the shift study (or a '+' combination) switched on"
+    if '+' in name:  # each lever in turn, on the configuration the previous one left
+        for n in name.split('+'): base = lever_settings(n, base)
+        return base
     if name not in LEVERS: raise ValueError(f"lever must be one of {', '.join(LEVERS)}, not {name!r}")
     cfg = {**(base or {})}
     lk = {**cfg.get('learner_kwargs', {})}
     lk['model_kwargs'] = {**lk.get('model_kwargs', {})}
     change = LEVERS[name]()
-    if 'tfms' in change: cfg['aug'] = xray_aug_transforms(cfg.get('aug', 'report')) + change.pop('tfms')
+    if 'tfms' in change:
+        aug = cfg.get('aug', 'report')
+        cfg['aug'] = (list(aug) if isinstance(aug, list) else xray_aug_transforms(aug)) + change.pop('tfms')
     if 'lr_mult' in change: cfg['lr'] = cfg['lr'] * change.pop('lr_mult')  # levers that scale need `lr` / `epochs` in `base`
     if 'epochs_mult' in change: cfg['epochs'] = round(cfg['epochs'] * change.pop('epochs_mult'))
     if 'norm' in change: lk['model_kwargs']['norm'] = change.pop('norm')
