@@ -7,7 +7,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/experiments.html.md"""
 # %% ../nbs/07_experiments.ipynb #7089fb9d
 from __future__ import annotations
 import os, shlex, sys, time
-from dataclasses import fields, replace
+from dataclasses import fields
 import pandas as pd, torch
 from fastcore.all import *
 from fastai.basics import *
