@@ -7,12 +7,11 @@ explain chapter's configuration):
 
     python bench/explain.py --name explain_phantoms_cpu_n3000 --n-train 3000
 """
-import shlex, sys, time
 from pathlib import Path
-import pandas as pd
 from fastcore.script import call_parse
-from xray_fastai.explain import phantom_learner, pointing_game
-from xray_fastai.experiments import hardware
+from xray_fastai.learner import phantom_learner
+from xray_fastai.explain import pointing_game
+from xray_fastai.experiments import ResultsWriter
 
 @call_parse
 def main(name:str='explain_phantoms_cpu', # Results file name under bench/results
@@ -23,20 +22,13 @@ def main(name:str='explain_phantoms_cpu', # Results file name under bench/result
          seeds:str='0,1,2', # Comma-separated seeds
         ):
     "Train on phantoms once per seed and write Grad-CAM's test pointing game at the layer validation picks"
-    out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
-    start, rows = time.perf_counter(), []
+    w = ResultsWriter(name, Path(__file__).parent/'results')
     for seed in [int(s) for s in seeds.split(',')]:
         learn = phantom_learner(seed, n_train, size)
         learn.fit_xray(epochs, lr)
-        rows.append(dict(seed=seed, **pointing_game(learn)))
-        pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every seed: a stopped run keeps its rows
-        print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
-    cmd = 'python bench/explain.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-    md = (f"# {name}\n\nCAM-ready VGG 16-128, {n_train} training / 400 test phantoms at {size} px, {epochs} epochs, lr {lr}, "
-          f"no augmentation; Grad-CAM's layer chosen on the validation phantoms; pointing game with a 3-pixel tolerance.\n\n"
-          f"Hardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n"
-          f"Test pointing game: {df.test_hit.mean():.3f} ± {df.test_hit.std():.3f} (mean ± std over {len(df)} seeds)\n\n"
-          f"```\n{df.round(3).to_string(index=False)}\n```\n")
-    (out/f'{name}.md').write_text(md)
-    print(md)
+        df = w.add(dict(seed=seed, **pointing_game(learn)))
+        print(w.rows[-1], flush=True)
+    print(w.write(name, f"CAM-ready VGG 16-128, {n_train} training / 400 test phantoms at {size} px, {epochs} epochs, lr {lr}, "
+                        f"no augmentation; Grad-CAM's layer chosen on the validation phantoms; pointing game with a 3-pixel "
+                        f"tolerance.\n\nTest pointing game: {df.test_hit.mean():.3f} ± {df.test_hit.std():.3f} (mean ± std over "
+                        f"{len(df)} seeds)", df.round(3).to_string(index=False)))

@@ -16,8 +16,8 @@ matplotlib.use('agg')
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 from fastai.basics import *
-from xray_fastai.data import CachedXray, xray_dataloaders, xray_items, xray_source
-from xray_fastai.learner import xray_learner, training_log
+from xray_fastai.data import cache_on_device, xray_dataloaders, xray_items, xray_source
+from xray_fastai.learner import xray_learner, training_log, model_record
 from xray_fastai.experiments import fit_and_evaluate, hardware
 from xray_fastai.embeddings import get_embeddings, fit_knn, knn_vs_head, embedding_map, plot_map
 from xray_fastai.explain import GradCAM, cam_grid
@@ -29,14 +29,6 @@ class EpochClock(Callback):
     def after_epoch(self):
         if self.dls.device.type == 'cuda': torch.cuda.synchronize()
         self.seconds.append(time.perf_counter() - self.start)
-
-def cache_on_device(dls:DataLoaders) -> DataLoaders:
-    "Move the decoded images that `CachedXray` reads from onto `dls.device`: batches are then gathered there"
-    for dl in (dls.train, dls.valid):
-        for tl in dl.dataset.tls:
-            for f in tl.tfms.fs:
-                if isinstance(f, CachedXray): f.images = f.images.to(dls.device)
-    return dls
 
 def time_to(log:pd.DataFrame, seconds:list, metric:str, target:float) -> float|None:
     "Training seconds until validation `metric` first reached `target`; None if it never did"
@@ -53,7 +45,7 @@ def classifier(items, task, out, args) -> tuple:
     clock = EpochClock(); learn.add_cb(clock)
     with learn.no_bar(): rec = fit_and_evaluate(learn, args.epochs, args.lr, folder=out/task)
     learn.remove_cb(clock)
-    log = learn.training_log.assign(seconds=np.round(clock.seconds, 1))
+    log = model_record(learn).training_log.assign(seconds=np.round(clock.seconds, 1))
     log.to_csv(out/task/'training_log.csv', index=False)
     res = dict(train_s=round(rec['train_s'], 1), total_s=round(time.perf_counter()-start, 1), epochs=args.epochs,
                images_per_s=round(len(dls.train.items)*args.epochs/rec['train_s'], 1),

@@ -11,7 +11,7 @@ Not a test. In one run, on the same `vgg` model and the same data, it measures t
 Absolute times drift on shared machines, so it interleaves the measurements, keeps the best of `--repeats` rounds
 and prints ratios. On a machine shared with other jobs, `--threads 1 --clock cpu` (CPU seconds of the main process:
 the batch transforms and the model, not the DataLoader workers) keeps them steady. Results go to
-bench/results/NAME.md with the command and the hardware. Example:
+bench/results/NAME.csv (images/s) and NAME.md (with the command and the hardware). Example:
 
     XRAY_DATA=../shared/data/chest_xray python bench/perf.py --size 128 --bs 64 --batches 10 --threads 1 --clock cpu
 """
@@ -24,7 +24,7 @@ from fastai.callback.all import *
 from xray_fastai.data import xray_dataloaders, xray_source
 from xray_fastai.models import xray_model
 from xray_fastai.learner import xray_learner
-from xray_fastai.experiments import hardware
+from xray_fastai.experiments import ResultsWriter
 
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 now = CLOCKS['wall']  # the clock that `--clock` picks
@@ -48,23 +48,23 @@ def timed_batches(batches, warmup:int, n:int, step=noop) -> float:
         if i == warmup+n-1: return now() - start
     raise ValueError(f"only {i+1} batches; need {warmup+n}")
 
-def plain_step(model:nn.Module, fast:bool):
-    "One plain PyTorch training step on a batch: AdamW as fastai's `Adam` defaults, bf16 autocast + channels_last if `fast`"
+def plain_step(model:nn.Module, fast_precision:bool):
+    "One plain PyTorch training step on a batch: AdamW as fastai's `Adam` defaults, bf16 autocast + channels_last if `fast_precision`"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
     loss_func = nn.CrossEntropyLoss()
-    if fast: model.to(memory_format=torch.channels_last)
+    if fast_precision: model.to(memory_format=torch.channels_last)
     model.train()
     def step(b):
         x, y = b
-        if fast: x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast): loss = loss_func(model(x).float(), y)
+        if fast_precision: x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast_precision): loss = loss_func(model(x).float(), y)
         loss.backward(); opt.step(); opt.zero_grad()
     return step
 
-def bench_learner(dls:DataLoaders, fast:bool, batches:DataLoaders=None) -> Learner:
+def bench_learner(dls:DataLoaders, fast_precision:bool, batches:DataLoaders=None) -> Learner:
     "The CLI's classifier on `dls` (trained on `batches` if given), without the best-epoch checkpoint: a cut epoch has no validation"
     set_seed(0)
-    learn = xray_learner(dls, fast_precision=fast)
+    learn = xray_learner(dls, fast_precision=fast_precision)
     learn.remove_cbs([SaveModelCallback, ProgressCallback])
     if batches is not None: learn.dls = batches
     return learn
@@ -100,6 +100,8 @@ def main(size:int=128, # Image side in pixels
     "Training and inference images/s of the data pipeline, plain PyTorch and fastai, in fp32 and bf16 + channels_last"
     if threads: torch.set_num_threads(threads)
     globals()['now'] = CLOCKS[clock]
+    env = f"XRAY_DATA={os.environ['XRAY_DATA']} " if 'XRAY_DATA' in os.environ else ''
+    w = ResultsWriter(name, Path(__file__).parent/'results', command=env + shlex.join(['python', 'bench/perf.py', *sys.argv[1:]]))
     torch.manual_seed(0)
     dls = xray_dataloaders(xray_source(data), size=size, bs=bs, aug=aug)
     need = warmup + batches
@@ -118,13 +120,13 @@ def main(size:int=128, # Image side in pixels
     for r in range(repeats):
         keep('data pipeline alone', timed_batches(dls.train, warmup, batches))
         for t, s in tfm_seconds(dls.train, raw).items(): keep(f'  batch transform: {t}', s)
-        for fast in (False, True):
-            p = 'bf16' if fast else 'fp32'
+        for fast_precision in (False, True):
+            p = 'bf16' if fast_precision else 'fp32'
             set_seed(0)
-            keep(f'{p}|plain PyTorch loop, pre-made batches', timed_batches(plain, warmup, batches, plain_step(xray_model(), fast)))
-            keep(f'{p}|fastai loop, pre-made batches', fastai_seconds(bench_learner(dls, fast, replay), warmup, batches))
-            keep(f'{p}|fastai loop, live data pipeline (full epoch)', fastai_seconds(bench_learner(dls, fast), warmup, batches))
-            learn = bench_learner(dls, fast)
+            keep(f'{p}|plain PyTorch loop, pre-made batches', timed_batches(plain, warmup, batches, plain_step(xray_model(), fast_precision)))
+            keep(f'{p}|fastai loop, pre-made batches', fastai_seconds(bench_learner(dls, fast_precision, replay), warmup, batches))
+            keep(f'{p}|fastai loop, live data pipeline (full epoch)', fastai_seconds(bench_learner(dls, fast_precision), warmup, batches))
+            learn = bench_learner(dls, fast_precision)
             start = now(); learn.get_preds(dl=infer_dl); s = now() - start
             keep(f'{p}|inference (get_preds, live pipeline)', s * batches / len(infer_dl))
         print(f"round {r+1}/{repeats} done", file=sys.stderr)
@@ -144,15 +146,11 @@ def main(size:int=128, # Image side in pixels
     for what in (plain, fa, full, 'inference (get_preds, live pipeline)'):
         ratios[f'bf16 + channels_last speed-up: {what}'] = f"{g('bf16', what)/g('fp32', what):.2f}x"
     ratios = pd.Series(ratios, name='ratio').to_frame()
-    cmd = 'python bench/perf.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     src = 'the built-in phantoms' if data is None and 'XRAY_DATA' not in os.environ else str(xray_source(data))
-    md = (f"# Training and inference speed ({name})\n\nCommand: `{'XRAY_DATA=' + os.environ['XRAY_DATA'] + ' ' if 'XRAY_DATA' in os.environ else ''}{cmd}`\n\n"
-          f"Data: {src}, {size} px, batch size {bs}, augmentation '{aug}'; model `vgg` (widths 16-32-64-128); "
-          f"{batches} timed batches after {warmup} warm-up ones, best of {repeats} interleaved rounds, {clock} clock.\n\n"
-          f"Hardware: {hardware()}.\n\n"
-          f"Images/s (training unless said otherwise; batch transforms: images/s of that transform alone):\n\n"
-          f"```\n{table.to_string()}\n```\n\nRatios:\n\n```\n{ratios.to_string()}\n```\n")
-    print(md)
-    if name:
-        out = Path(__file__).parent/'results'; out.mkdir(exist_ok=True)
-        (out/f'{name}.md').write_text(md)
+    about = (f"Data: {src}, {size} px, batch size {bs}, augmentation '{aug}'; model `vgg` (widths 16-32-64-128); "
+             f"{batches} timed batches after {warmup} warm-up ones, best of {repeats} interleaved rounds, {clock} clock.")
+    tables = {"Images/s (training unless said otherwise; batch transforms: images/s of that transform alone)": table,
+              "Ratios": ratios}
+    if not name: return print(about, *(f"{k}:\n{t.to_string()}" for k, t in tables.items()), sep='\n\n')
+    w.add(table.rename_axis('measurement').reset_index())
+    print(w.write(f"Training and inference speed ({name})", about, tables))

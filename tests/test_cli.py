@@ -49,6 +49,27 @@ def test_train_writes_the_report_and_the_model(run):
     umask = os.umask(0); os.umask(umask)
     assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o666 & ~umask for p in out.iterdir()}
 
+def test_the_cli_and_the_python_one_liner_run_the_same_experiment(run):
+    "`xray-fastai train` and `train_classifier` share one default run, and with the same options train the same model"
+    import dataclasses, inspect, torch
+    from safetensors.torch import load_file
+    from xray_fastai.core import DEFAULTS, TrainSettings
+    from xray_fastai.cli import train
+    from xray_fastai.experiments import train_classifier
+    from xray_fastai.export import model_state
+    for f in (train, train_classifier):
+        sig = inspect.signature(f).parameters
+        assert {s.name: sig[s.name].default for s in dataclasses.fields(TrainSettings)} == vars(DEFAULTS), f.__name__
+    learn, rec = train_classifier(run['data'], size=32, epochs=1, bs=8, aug='none')  # the options the fixture gave the CLI
+    cfg = json.loads((run['out']/'config.json').read_text())
+    names = ['task', 'arch', 'size', 'epochs', 'lr', 'bs', 'balance', 'aug', 'split', 'valid_pct', 'seed', 'schedule', 'threshold_method']
+    assert {k: cfg['training'][k] for k in names} == {k: rec[k] for k in names}
+    assert cfg['training']['mixed_precision'] == rec['fast_precision'] == DEFAULTS.fast_precision
+    saved, trained = load_file(run['out']/'model.safetensors'), model_state(learn.model)
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)  # the same weights
+    metrics = json.loads((run['out']/'metrics.json').read_text())
+    assert (cfg['threshold'], metrics['argmax']['accuracy']) == (rec['threshold'], rec['test_accuracy'])
+
 def test_predict_prints_a_row_per_image_and_writes_csv(run):
     csv = run['tmp']/'pred.csv'
     res = cli('predict', run['out'], run['data']/'test', '--csv', csv, '--cpu', check=0)

@@ -14,6 +14,7 @@ from fastai.layers import ConvLayer
 from fastai.callback.hook import hook_outputs
 from fastprogress.fastprogress import progress_bar
 from sklearn.covariance import LedoitWolf
+from .core import DEFAULTS
 from .data import *
 from .models import xray_model, eval_mode
 from .precision import *
@@ -161,7 +162,7 @@ def autoencoder_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_o
                         beta:float=1e-3, # Weight of the KL term of a variational autoencoder
                         noise:float=0., # Denoising: noise added to training inputs
                         mask:float=0., # Masking: share of 8-pixel patches blanked in training inputs
-                        fast:bool=True, # Mixed precision (`to_fast_precision`)
+                        fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (`to_fast_precision`)
                         **kwargs) -> Learner:
     "A `Learner` that trains a `ConvAutoencoder` to rebuild the NORMAL images of `dls`"
     check_normal_only(dls)
@@ -170,7 +171,7 @@ def autoencoder_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_o
     if noise or mask: cbs.append(CorruptInput(noise, mask))
     learn = Learner(dls, ConvAutoencoder(widths, latent, variational=variational),
                     loss_func=ReconstructionLoss(loss, data_range=1/dls.stats[1]), cbs=cbs, **kwargs)
-    return learn.to_fast_precision() if fast else learn
+    return learn.to_fast_precision() if fast_precision else learn
 
 @delegates(autoencoder_learner)
 def anomaly_learner(source:str|Path|pd.DataFrame=None, # Data; None means `$XRAY_DATA`, else the built-in phantoms
@@ -305,14 +306,14 @@ def opacity_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_only'
                     arch:str='vgg', # Any architecture of `xray_model`
                     p:float=0.5, # Share of images with a planted opacity
                     strength:tuple=(0.15, 0.5), # Range of the opacities' strength
-                    fast:bool=True, # Mixed precision (`to_fast_precision`)
+                    fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (`to_fast_precision`)
                     cbs:list=None, # More callbacks
                     **kwargs) -> Learner:
     "A classifier `Learner` trained to find `PlantOpacity`'s synthetic opacities in normal images"
     check_normal_only(dls)
     learn = Learner(dls, xray_model(arch, n_out=2, **kwargs), loss_func=CrossEntropyLossFlat(),
                     metrics=xray_metrics('binary'), cbs=[PlantOpacity(dls.stats, p, strength), *L(cbs)])
-    return learn.to_fast_precision() if fast else learn
+    return learn.to_fast_precision() if fast_precision else learn
 
 class ClassifierScore:
     "Anomaly score: a classifier's probability of its class `cls` (for `opacity_learner`, 'an opacity was planted')"

@@ -12,6 +12,7 @@ from typing import Annotated
 import pandas as pd
 from fastcore.script import anno_parser, CliError
 import xray_fastai
+from .core import *
 from .data import *
 from .export import *
 
@@ -120,25 +121,25 @@ def _check_out(out:Path, overwrite:bool, resume:bool):
     except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
 
 def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
-          task:Annotated[str, _choices(*TASKS)]='binary', # What to predict: NORMAL/PNEUMONIA (binary) or NORMAL/BACTERIA/VIRUS (multiclass)
-          arch:str='vgg', # Architecture: vgg, a fastai xresnet such as xresnet18, or a timm model name
-          size:int=128, # Image side in pixels; images are squished to size x size
-          epochs:int=8, # Training epochs
-          lr:float=2e-3, # Peak learning rate (one_cycle) or starting learning rate (plateau)
-          bs:int=64, # Batch size
-          balance:Annotated[str, _choices('none', 'undersample', 'oversample', 'weighted')]='none', # Class balancing of the training images
-          aug:Annotated[str, _choices('none', 'light', 'report')]='report', # Augmentation preset
-          split:Annotated[str, _choices('patient', 'report')]='patient', # Validation split: grouped by patient, or by image as in the report
-          valid_pct:float=0.2, # Share of the training images held out for validation
-          seed:int=0, # Random seed for the split, the shuffling and the initial weights
-          schedule:Annotated[str, _choices('one_cycle', 'plateau')]='one_cycle', # Learning-rate schedule
-          threshold:Annotated[str, _choices('youden', 'sensitivity')]='youden', # Binary task: how the decision threshold is picked on validation
-          sensitivity:float=0.95, # Target sensitivity for --threshold sensitivity
+          task:Annotated[str, _choices(*TASKS)]=DEFAULTS.task, # What to predict: NORMAL/PNEUMONIA (binary) or NORMAL/BACTERIA/VIRUS (multiclass)
+          arch:str=DEFAULTS.arch, # Architecture: vgg, a fastai xresnet such as xresnet18, or a timm model name
+          size:int=DEFAULTS.size, # Image side in pixels; images are squished to size x size
+          epochs:int=DEFAULTS.epochs, # Training epochs
+          lr:float=DEFAULTS.lr, # Peak learning rate (one_cycle) or starting learning rate (plateau)
+          bs:int=DEFAULTS.bs, # Batch size
+          balance:Annotated[str, _choices(*BALANCE)]=DEFAULTS.balance, # Class balancing of the training images
+          aug:Annotated[str, _choices(*AUG_PRESETS)]=DEFAULTS.aug, # Augmentation preset
+          split:Annotated[str, _choices(*SPLITS)]=DEFAULTS.split, # Validation split: grouped by patient, or by image as in the report
+          valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
+          seed:int=DEFAULTS.seed, # Random seed for the split, the shuffling and the initial weights
+          schedule:Annotated[str, _choices(*SCHEDULES)]=DEFAULTS.schedule, # Learning-rate schedule
+          threshold:Annotated[str, _choices(*THRESHOLD_METHODS)]=DEFAULTS.threshold, # Binary task: how the decision threshold is picked on validation
+          sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity for --threshold sensitivity
           out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
           overwrite:bool=False, # Write into --out even if it already holds a model
-          fast_precision:bool=True, # Train with mixed precision (bf16 on a CPU); --no-fast-precision trains in float32
+          fast_precision:bool=DEFAULTS.fast_precision, # Train with mixed precision (bf16 on a CPU); --no-fast-precision trains in float32
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
-         ) -> dict: # The report folder, the test scores and the training time
+         ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
     start = time.perf_counter()
     command = _command if _command and _command.startswith('xray-fastai train') else f"train(data={data!r}, ...) from Python"
@@ -151,7 +152,11 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     if threshold == 'sensitivity' and not 0 < sensitivity <= 1: raise CliError(f"--sensitivity must be in (0, 1], not {sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
     _check_arch(arch)
-    from xray_fastai.learner import xray_learner, CheckpointCallback, CHECKPOINT, run_settings  # here: `predict` and `--help` are quicker
+    # here, not at the top: `predict` and `--help` start quicker without the training modules
+    from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
+    from xray_fastai.experiments import protocol_learner, fit_and_evaluate
+    settings = TrainSettings(task, arch, size, epochs, lr, bs, balance, aug, split, valid_pct, seed, schedule, threshold, sensitivity,
+                             fast_precision)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     out = Path(out or f"runs/{task}-{arch}-{stamp}")
     _check_out(out, overwrite, resume)
@@ -159,30 +164,27 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
     data_desc = 'the built-in phantoms' if data is None and not os.environ.get('XRAY_DATA') else str(source)
     print(f"Data: {data_desc}")
-    dls = xray_dataloaders(source, task=task, size=size, split=split, valid_pct=valid_pct, balance=balance, aug=aug, bs=bs, seed=seed)
+    learn = protocol_learner(source, settings)
+    dls = learn.dls
     table = _data_table(dls)
-    from xray_fastai.experiments import fit_and_evaluate, hardware
-    from fastai.torch_core import set_seed
     print(table.to_string(), '\n')
-    set_seed(seed)
-    learn = xray_learner(dls, arch, fast_precision=fast_precision)
-    settings = run_settings(learn, data=data_desc, size=size, epochs=epochs, lr=lr, balance=balance, aug=aug, split=split,
-                            valid_pct=valid_pct, seed=seed, schedule=schedule, fast_precision=fast_precision)
-    learn.add_cb(CheckpointCallback(out, settings, resume))  # checks a checkpoint to resume before any training
-    has_test = (dls.items['split'] == 'test').any()
+    ckpt = run_settings(learn, data=data_desc, size=size, epochs=epochs, lr=lr, balance=balance, aug=aug, split=split,
+                        valid_pct=valid_pct, seed=seed, schedule=schedule, fast_precision=fast_precision)
+    learn.add_cb(CheckpointCallback(out, ckpt, resume))  # checks a checkpoint to resume before any training
+    has_test = (data_record(dls).items['split'] == 'test').any()
     if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
     try: rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
     except KeyboardInterrupt:
         again = command if command.endswith(' --resume') else f"{command} --resume"
         if (out/CHECKPOINT).exists(): print(f"\nInterrupted; to continue from the last finished epoch: {again}", file=sys.stderr)
         raise
-    train_s, metrics, log = rec['train_s'], learn.test_report, learn.training_log
+    model = model_record(learn)
+    train_s, metrics, log, thr = rec['train_s'], model.test_report, model.training_log, model.threshold
     atomic_write(out/'training_log.csv', lambda tmp: log.to_csv(tmp, index=False))
     info = dict(data=data_desc, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, schedule=schedule, balance=balance,
                 aug=aug, split=split, valid_pct=valid_pct, seed=seed, threshold_method=threshold if len(dls.vocab) == 2 else None,
                 mixed_precision=fast_precision, train_seconds=round(train_s, 1))
     training = {**info, 'history': log.drop(columns='epoch').to_dict('records')}
-    thr = getattr(learn, 'threshold', None)
     info.update(date=datetime.datetime.now().isoformat(sep=' ', timespec='seconds'), command=command, hardware=hardware(), total_seconds=time.perf_counter()-start,
                 evaluated_on='test' if has_test else 'validation',
                 threshold_note=(f"The threshold {thr:.3f} on the PNEUMONIA probability was chosen on the validation split "
@@ -195,7 +197,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     print(f"Scores on the {info['evaluated_on']} split ({metrics['argmax']['n']} images):")
     print(scores_table(metrics).round(3).to_string())
     print(f"\nModel and report: {out}/ (summary.md)\nPredict with:     xray-fastai predict {out} IMAGES_OR_FOLDERS")
-    return dict(out=out, metrics=metrics, train_seconds=train_s)
+    return dict(out=out, metrics=metrics, train_seconds=train_s, record={**settings.record(), **rec})
 
 # %% ../nbs/08_cli.ipynb #bf000732
 def _show_table(df:pd.DataFrame) -> str:

@@ -6,7 +6,8 @@ Docs: https://xray-fastai.github.io/xray_fastai/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #ab7f4ac4
 from __future__ import annotations
-import csv, hashlib, json, math, os, re, tempfile, warnings
+import csv, hashlib, json, math, os, re, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image, ImageOps
@@ -16,16 +17,17 @@ from fastai.vision.core import PILImageBW, TensorImageBW
 from fastai.vision.augment import AffineCoordTfm, Brightness, Contrast, Resize, Rotate, Zoom, _draw_mask, affine_mat, setup_aug_tfms
 from torch import ones_like as t1, zeros_like as t0
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-from .phantoms import cache_dir, phantom_data, _hw
+from .core import *
+from .phantoms import phantom_data, _hw
 
 # %% auto #0
 __all__ = ['BINARY', 'MULTICLASS', 'TASKS', 'SPLIT_NAMES', 'IMAGE_EXTS', 'DICOM_EXTS', 'SPLITS', 'BALANCE', 'AUG_PRESETS',
            'CACHE_VERSION', 'KAGGLE_DATASET', 'xray_source', 'XrayDataError', 'UnreadableImageWarning', 'patient_id',
            'pneumonia_type', 'load_xray', 'write_dicom', 'xray_items', 'class_counts', 'patient_split', 'report_split',
            'balance_items', 'class_weights', 'shear_mat', 'Shear', 'shift_mat', 'Shift', 'xray_aug_transforms',
-           'atomic_write', 'cache_key', 'xray_cache', 'TensorXray', 'PILXray', 'XrayImageBlock', 'CachedXray',
-           'CachedXrayBlock', 'xray_stats', 'xray_datablock', 'normal_only_block', 'normal_only_items',
-           'xray_dataloaders', 'download']
+           'cache_key', 'xray_cache', 'TensorXray', 'PILXray', 'XrayImageBlock', 'CachedXray', 'CachedXrayBlock',
+           'xray_stats', 'xray_datablock', 'normal_only_block', 'normal_only_items', 'DataRecord', 'data_record',
+           'xray_dataloaders', 'cache_on_device', 'download']
 
 # %% ../nbs/01_data.ipynb #f9812733
 def xray_source(source:str|Path=None # A data path; None means `$XRAY_DATA`, else the built-in phantoms
@@ -452,27 +454,6 @@ def xray_aug_transforms(preset:str='report', # 'none', 'light' or 'report' (shea
     if a['max_lighting']: tfms += [Brightness(a['max_lighting'], p=p_lighting), Contrast(a['max_lighting'], p=p_lighting)]
     return setup_aug_tfms(tfms)
 
-# %% ../nbs/01_data.ipynb #aa094f02
-def _umask() -> int:
-    "The process's umask (reading it means setting it)"
-    mask = os.umask(0o022); os.umask(mask)
-    return mask
-
-def atomic_write(fn:str|Path, # The file to write
-                 write:Callable, # Called with a temporary path in the same folder, writes the contents there
-                ):
-    "Write `fn` through `write(tmp)` and move it into place in one step: no partial file is ever left under `fn`"
-    fn = Path(fn)
-    fd, tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's files are private (0600); give the usual permissions of a new file
-        os.replace(tmp, fn)  # atomic on POSIX and Windows
-    except BaseException:  # Ctrl-C included: remove the temporary file, keep whatever was under `fn`
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-
 # %% ../nbs/01_data.ipynb #f366269b
 CACHE_VERSION = 1
 
@@ -487,13 +468,13 @@ def cache_key(paths:list, # Image files
     return h.hexdigest()[:16]
 
 def xray_cache(paths:list, # Image files, in the order of the returned images
-               size:int|tuple=224, # Square side or (height, width)
-               folder:str|Path=None, # Where to keep the cache; `cache_dir()/'tensors'` by default
-               progress:bool=True, # Show a progress bar while building
+               size:int|tuple=DEFAULTS.size, # Square side or (height, width)
+               folder:str|Path=None, # Where to keep the cache; `cache_dir('tensors')` by default
+               progress:bool=True, # Show a progress bar while building, then where the cache is and its size
               ) -> torch.Tensor: # uint8 tensor of shape (len(paths), 1, height, width)
     "Every image of `paths` decoded and resized once, kept on disk between runs"
     paths = [str(p) for p in paths]
-    folder = Path(folder or cache_dir()/'tensors')
+    folder = Path(folder or cache_dir('tensors'))
     fn = folder/f"xray-{cache_key(paths, size)}-{'x'.join(map(str, _hw(size)))}.npy"
     shape = (len(paths), 1, *_hw(size))
     if fn.exists():
@@ -505,10 +486,14 @@ def xray_cache(paths:list, # Image files, in the order of the returned images
             warnings.warn(f"{fn}: a damaged tensor cache ({type(e).__name__}: {e}); rebuilding it")
     folder.mkdir(parents=True, exist_ok=True)
     arr = np.empty(shape, dtype=np.uint8)
-    for i, p in enumerate(progress_bar(paths, leave=False) if progress else paths): arr[i, 0] = load_xray(p, size)
+    todo = paths
+    if progress: todo = progress_bar(paths, leave=False); todo.comment = f"decoding {len(paths)} images into the image cache"
+    for i, p in enumerate(todo): arr[i, 0] = load_xray(p, size)
     def _save(tmp):
         with open(tmp, 'wb') as f: np.save(f, arr)
     atomic_write(fn, _save)
+    if progress: print(f"Image cache: {fn} ({fn.stat().st_size/2**20:.0f} MB; {folder_size(folder)/2**20:.0f} MB in {folder}, "
+                       "which XRAY_CACHE moves)")
     return torch.from_numpy(arr)
 
 # %% ../nbs/01_data.ipynb #d4b996e7
@@ -524,7 +509,7 @@ class PILXray(PILImageBW):
 
 PILXray._tensor_cls = TensorXray
 
-def XrayImageBlock(size:int|tuple=224 # Square side or (height, width)
+def XrayImageBlock(size:int|tuple=DEFAULTS.size # Square side or (height, width)
                   ) -> TransformBlock:
     "A block that decodes image files with `load_xray` and squishes them to `size`"
     return TransformBlock(type_tfms=PILXray.create, item_tfms=[Resize(_hw(size), method='squish'), ToTensor],
@@ -568,10 +553,10 @@ def _x_reader(images:torch.Tensor|None, size:int|tuple) -> tuple:
     if images is None: return XrayImageBlock(size), ColReader('path')
     return CachedXrayBlock(images), ColReader('cache_idx')
 
-def xray_datablock(task:str='binary', # 'binary' or 'multiclass'
-                   size:int|tuple=224, # Square side or (height, width)
+def xray_datablock(task:str=DEFAULTS.task, # 'binary' or 'multiclass'
+                   size:int|tuple=DEFAULTS.size, # Square side or (height, width)
                    stats:tuple=(0.5, 0.25), # (mean, std) for normalisation, from `xray_stats`
-                   aug:str|list='report', # An augmentation preset or a list of batch transforms
+                   aug:str|list=DEFAULTS.aug, # An augmentation preset or a list of batch transforms
                    images:torch.Tensor=None, # An `xray_cache` tensor to read from (items need `cache_idx`); None decodes files
                   ) -> DataBlock:
     "A `DataBlock` of one-channel X-rays labelled for `task`, split by the items' `is_valid` column"
@@ -580,7 +565,7 @@ def xray_datablock(task:str='binary', # 'binary' or 'multiclass'
     return DataBlock(blocks=(xblock, CategoryBlock(vocab=TASKS[task], sort=False)), get_x=get_x, get_y=ColReader(task),
                      splitter=ColSplitter('is_valid'), batch_tfms=_batch_tfms(aug, stats))
 
-def normal_only_block(size:int|tuple=224, # Square side or (height, width)
+def normal_only_block(size:int|tuple=DEFAULTS.size, # Square side or (height, width)
                       stats:tuple=(0.5, 0.25), # (mean, std) for normalisation
                       aug:str|list='light', # An augmentation preset or a list of batch transforms
                       images:torch.Tensor=None, # An `xray_cache` tensor to read from; None decodes files
@@ -597,16 +582,38 @@ def normal_only_items(df:pd.DataFrame # Items with an `is_valid` column
     if res.empty: raise XrayDataError("no NORMAL images outside the test split to train on")
     return res
 
+# %% ../nbs/01_data.ipynb #a7914cae
+@dataclass
+class DataRecord:
+    "What a run knows about its data beyond fastai's `DataLoaders`; `xray_dataloaders` attaches it as `dls.xray`"
+    task:str # 'binary', 'multiclass' or 'normal_only'
+    size:int|tuple # Square side or (height, width) of the images
+    stats:tuple # (mean, std) of the training pixels, on a 0..1 scale: the normalisation
+    items:pd.DataFrame # Every item, test split included, with `is_valid` and `cache_idx`
+    class_weights:Tensor|None=None # Loss weight of each class when balance='weighted'
+
+def data_record(dls:DataLoaders # `DataLoaders` from `xray_dataloaders`
+               ) -> DataRecord:
+    "The `DataRecord` that `xray_dataloaders` attached to `dls`"
+    rec = dls.__dict__.get('xray')  # not `getattr`: `DataLoaders` hand unknown attributes on to their training `DataLoader`
+    if rec is None: raise AttributeError("these DataLoaders carry no DataRecord: make them with `xray_dataloaders`")
+    return rec
+
+def _record_field(name:str) -> property:
+    return property(lambda self: getattr(data_record(self), name), doc=f"`data_record(dls).{name}`")
+
+for _f in ('task', 'size', 'stats', 'items', 'class_weights'): setattr(DataLoaders, _f, _record_field(_f))
+
 # %% ../nbs/01_data.ipynb #1b6ca823
 def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items table, or None (see `xray_source`)
-                     task:str='binary', # 'binary', 'multiclass' or 'normal_only' (autoencoders)
-                     size:int|tuple=224, # Square side or (height, width)
-                     split:str='patient', # 'patient' (grouped by patient) or 'report' (by image)
-                     valid_pct:float=0.2, # Share of the fitting images held out for validation
-                     balance:str|float='none', # 'none', 'undersample', 'oversample', 'weighted' or a PNEUMONIA share (see `balance_items`)
-                     aug:str|list='report', # An augmentation preset or a list of batch transforms
-                     bs:int=64, # Batch size
-                     seed:int=0, # Seed for the split, the resampling and the shuffling
+                     task:str=DEFAULTS.task, # 'binary', 'multiclass' or 'normal_only' (autoencoders)
+                     size:int|tuple=DEFAULTS.size, # Square side or (height, width)
+                     split:str=DEFAULTS.split, # 'patient' (grouped by patient) or 'report' (by image)
+                     valid_pct:float=DEFAULTS.valid_pct, # Share of the fitting images held out for validation
+                     balance:str|float=DEFAULTS.balance, # 'none', 'undersample', 'oversample', 'weighted' or a PNEUMONIA share (see `balance_items`)
+                     aug:str|list=DEFAULTS.aug, # An augmentation preset or a list of batch transforms
+                     bs:int=DEFAULTS.bs, # Batch size
+                     seed:int=DEFAULTS.seed, # Seed for the split, the resampling and the shuffling
                      cache:bool=True, # Train from a decoded-tensor cache rather than decoding files
                      **kwargs, # Passed to `DataBlock.dataloaders`
                     ) -> DataLoaders:
@@ -628,18 +635,31 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
              else xray_datablock(task, size, stats, aug, images))
     set_seed(seed)
     dls = block.dataloaders(fit, bs=bs, **kwargs)
-    dls.items, dls.task, dls.size, dls.stats = items, task, size, stats
-    dls.class_weights = class_weights(fit, label, TASKS[label]) if balance == 'weighted' else None
+    dls.xray = DataRecord(task, size, stats, items, class_weights(fit, label, TASKS[label]) if balance == 'weighted' else None)
     return dls
 
 # %% ../nbs/01_data.ipynb #3057bde8
 @patch
 def test_split_dl(self:DataLoaders, **kwargs) -> TfmdDL:
     "The test split of the `DataLoaders`' items, labelled, in a `DataLoader`"
-    test = self.items[self.items['split'] == 'test']
+    rec = data_record(self)
+    test = rec.items[rec.items['split'] == 'test']
     if test.empty: raise XrayDataError("the data has no test split")
-    if getattr(self, 'task', None) == 'normal_only': return self.test_dl(test, with_labels=False, **kwargs)
+    if rec.task == 'normal_only': return self.test_dl(test, with_labels=False, **kwargs)
     return self.test_dl(test, with_labels=True, **kwargs)
+
+# %% ../nbs/01_data.ipynb #52ff48c4
+def cache_on_device(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders` with `cache=True`
+                    device:str|torch.device=None, # Where to keep the images; `dls.device` by default
+                   ) -> DataLoaders: # `dls`, whose images are now read on `device`
+    "Move the decoded images that the `CachedXray` transforms read from onto `device`, so batches are gathered there"
+    device, moved = torch.device(device or dls.device), 0
+    for dl in dls.loaders:
+        for tl in dl.dataset.tls:
+            for f in tl.tfms.fs:
+                if isinstance(f, CachedXray): f.images, moved = f.images.to(device), moved + 1
+    if not moved: raise XrayDataError("these DataLoaders read no image cache: make them with `xray_dataloaders(cache=True)`")
+    return dls
 
 # %% ../nbs/01_data.ipynb #19be602b
 KAGGLE_DATASET = 'paultimothymooney/chest-xray-pneumonia'

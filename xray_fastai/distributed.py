@@ -14,9 +14,10 @@ from fastcore.script import call_parse
 from fastai.basics import *
 from fastai.distributed import *
 from accelerate import PartialState
+from .core import *
 from .data import *
 from .learner import *
-from .evaluate import evaluate
+from .experiments import protocol_learner, threshold_and_evaluate
 from .export import save_model
 
 # %% auto #0
@@ -33,7 +34,7 @@ def _broadcast(self:DistributedDL, t:list, rank:int) -> list:
 @patch
 def _wrap_dl(self:DistributedTrainer, dl:DataLoader) -> DistributedDL:
     "`dl` as a `DistributedDL` on the model's device (fastai reads `model.device`, which CPU models lack)"
-    return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=next(self.learn.model.parameters()).device)
+    return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=one_param(self.learn.model).device)
 
 # %% ../nbs/12_distributed.ipynb #d52b0791
 def is_rank0() -> bool:
@@ -57,55 +58,66 @@ def one_process():
 # %% ../nbs/12_distributed.ipynb #24f31358
 def train_distributed(data:str=None, # Data folder or CSV; None means `$XRAY_DATA`, else the built-in phantoms
                       out:str='runs/distributed', # Folder for the model and the test report (written by rank 0)
-                      task:str='binary', # 'binary' or 'multiclass'
-                      arch:str='vgg', # Model architecture (see `xray_model`)
-                      size:int=128, # Image side in pixels
-                      epochs:int=8, # Training epochs
-                      lr:float=2e-3, # Peak learning rate of the one-cycle schedule
-                      bs:int=64, # Batch size of each process: N processes train on N×bs images per step
-                      aug:str='report', # Augmentation preset
-                      seed:int=0, # Seed for the split, the shuffling and the initial weights (the same on every rank)
-                      fast_precision:bool=True, # Mixed precision (bf16 on CPUs, bf16/fp16 on GPUs)
+                      task:str=DEFAULTS.task, # 'binary' or 'multiclass'
+                      arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
+                      size:int=DEFAULTS.size, # Image side in pixels
+                      epochs:int=DEFAULTS.epochs, # Training epochs
+                      lr:float=DEFAULTS.lr, # Peak (one-cycle) or starting (plateau) learning rate
+                      bs:int=DEFAULTS.bs, # Batch size of each process: N processes train on N×bs images per step
+                      aug:str=DEFAULTS.aug, # Augmentation preset
+                      seed:int=DEFAULTS.seed, # Seed for the split, the shuffling and the initial weights (the same on every rank)
+                      fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on CPUs, bf16/fp16 on GPUs)
+                      balance:str=DEFAULTS.balance, # Class balancing of the training images
+                      split:str=DEFAULTS.split, # Validation split: grouped by patient, or by image
+                      valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
+                      schedule:str=DEFAULTS.schedule, # Learning-rate schedule: 'one_cycle' or 'plateau'
+                      threshold:str=DEFAULTS.threshold, # Binary task: how the decision threshold is picked on validation
+                      sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                      ) -> dict|None: # Test scores on rank 0; None on the other ranks
     "Train a classifier on every process of a launch; rank 0 evaluates it and writes the model and report into `out`"
     out = Path(out)
+    s = TrainSettings(task, arch, size, epochs, lr, bs, balance, aug, split, valid_pct, seed, schedule, threshold, sensitivity, fast_precision)
     PartialState(cpu=not torch.cuda.is_available())  # processes started by `torchrun` on CPUs: Accelerate would run each alone
-    dls = rank0_first(xray_dataloaders, data, task=task, size=size, bs=bs, aug=aug, seed=seed)
-    set_seed(seed)
-    learn = xray_learner(dls, arch, fast_precision=fast_precision, path=out, model_dir='checkpoint')
-    with learn.distrib_ctx(sync_bn=torch.cuda.is_available()): learn.fit_xray(epochs, lr)
+    learn = rank0_first(protocol_learner, data, s, learner_kwargs=dict(path=out, model_dir='checkpoint'))  # rank 0 builds the cache
+    with learn.distrib_ctx(sync_bn=torch.cuda.is_available()): learn.fit_xray(s.epochs, s.lr, s.schedule)
     n, log = len(learn.recorder.losses), training_log(learn)  # one smoothed loss per training batch of this process
+    model_record(learn).training_log = log
     weights = sum(p.detach().double().sum().item() for p in learn.model.parameters())  # the same on every rank: gradients are shared
     print(f"rank {rank_distrib()} of {world_size()}: trained {n} batches of {bs} images in {epochs} epoch(s) "
-          f"(one process alone: {len(dls.train)*epochs}); weight sum {weights:.8e}", flush=True)
+          f"(one process alone: {len(learn.dls.train)*epochs}); weight sum {weights:.8e}", flush=True)
     distrib_barrier()  # every rank has reloaded the best epoch before its checkpoint goes
     if not is_rank0():
         print(f"rank {rank_distrib()} of {world_size()}: wrote no files", flush=True)
         return None
     shutil.rmtree(out/'checkpoint', ignore_errors=True)
-    with one_process():
-        learn.to_full_precision()
-        if dls.c == 2: learn.pick_threshold()
-        metrics = evaluate(learn, folder=out)
-    log.to_csv(out/'training_log.csv', index=False)
-    save_model(learn, out, training=dict(data=str(xray_source(data)), task=task, size=size, epochs=epochs, lr=lr, bs=bs, aug=aug,
-                                         seed=seed, processes=world_size(), history=log.drop(columns='epoch').to_dict('records')))
+    with one_process(): threshold_and_evaluate(learn, s.threshold, s.sensitivity, folder=out)
+    atomic_write(out/'training_log.csv', lambda tmp: log.to_csv(tmp, index=False))
+    save_model(learn, out, training=dict(data=str(xray_source(data)), **s.record(), processes=world_size(),
+                                         history=log.drop(columns='epoch').to_dict('records')))
     print(f"rank 0 of {world_size()}: wrote {', '.join(sorted(p.name for p in out.iterdir()))} into {out}", flush=True)
-    return metrics
+    return model_record(learn).test_report
 
 # %% ../nbs/12_distributed.ipynb #09ff4f9e
 @call_parse
 def main(data:str=None, # Data folder or CSV; default $XRAY_DATA, else the built-in phantoms
          out:str='runs/distributed', # Folder for the model and the test report
-         task:str='binary', # 'binary' or 'multiclass'
-         arch:str='vgg', # Model architecture
-         size:int=128, # Image side in pixels
-         epochs:int=8, # Training epochs
-         lr:float=2e-3, # Peak learning rate
-         bs:int=64, # Batch size of each process
-         aug:str='report', # Augmentation preset
-         seed:int=0, # Random seed
-         fast_precision:bool=True, # Mixed precision; --no-fast-precision trains in float32
+         task:str=DEFAULTS.task, # 'binary' or 'multiclass'
+         arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
+         size:int=DEFAULTS.size, # Image side in pixels
+         epochs:int=DEFAULTS.epochs, # Training epochs
+         lr:float=DEFAULTS.lr, # Peak (one-cycle) or starting (plateau) learning rate
+         bs:int=DEFAULTS.bs, # Batch size of each process: N processes train on N×bs images per step
+         aug:str=DEFAULTS.aug, # Augmentation preset
+         seed:int=DEFAULTS.seed, # Seed for the split, the shuffling and the initial weights (the same on every rank)
+         fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on CPUs, bf16/fp16 on GPUs)
+         balance:str=DEFAULTS.balance, # Class balancing of the training images
+         split:str=DEFAULTS.split, # Validation split: grouped by patient, or by image
+         valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
+         schedule:str=DEFAULTS.schedule, # Learning-rate schedule: 'one_cycle' or 'plateau'
+         threshold:str=DEFAULTS.threshold, # Binary task: how the decision threshold is picked on validation
+         sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
         ):
     "Train a chest X-ray classifier on every process of `accelerate launch -m xray_fastai.distributed`"
-    train_distributed(data, out, task, arch, size, epochs, lr, bs, aug, seed, fast_precision)
+    train_distributed(data, out, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, aug=aug, seed=seed,
+                      fast_precision=fast_precision, balance=balance, split=split, valid_pct=valid_pct, schedule=schedule,
+                      threshold=threshold, sensitivity=sensitivity)

@@ -6,66 +6,99 @@ Docs: https://xray-fastai.github.io/xray_fastai/experiments.html.md"""
 
 # %% ../nbs/07_experiments.ipynb #7089fb9d
 from __future__ import annotations
-import os, platform, time
+import os, shlex, sys, time
+from dataclasses import fields
 import pandas as pd, torch
 from fastcore.all import *
 from fastai.basics import *
+from .core import *
 from .data import *
 from .learner import *
 from .evaluate import *
 
 # %% auto #0
-__all__ = ['fit_and_evaluate', 'train_classifier', 'run_seeds', 'compare', 'mean_std', 'hardware', 'published_results']
+__all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'run_seeds', 'compare',
+           'mean_std', 'ResultsWriter', 'published_results']
 
 # %% ../nbs/07_experiments.ipynb #ffd7880f
 def _scores(prefix:str, scores:dict) -> dict:
     return {f'{prefix}{k}': v for k, v in scores.items() if k not in ('confusion', 'threshold')}
 
-def fit_and_evaluate(learn:Learner, # A classifier from `xray_learner`
-                     epochs:int=10, # Training epochs
-                     lr:float=1e-3, # Peak learning rate
-                     schedule:str='one_cycle', # 'one_cycle' or 'plateau'
-                     threshold:str='youden', # How the binary threshold is chosen on validation: 'youden' or 'sensitivity'
-                     sensitivity:float=0.95, # Target sensitivity, for threshold='sensitivity'
+@delegates(xray_dataloaders, but=[f.name for f in fields(TrainSettings)] + ['source'])
+def protocol_learner(source:str|Path|pd.DataFrame=None, # Data; None means `$XRAY_DATA`, else the built-in phantoms
+                     settings:TrainSettings=DEFAULTS, # The run's settings
+                     learner_kwargs:dict=None, # Passed to `xray_learner` (e.g. `model_kwargs`)
+                     **kwargs, # Passed to `xray_dataloaders` (e.g. `device`, `num_workers`)
+                    ) -> Learner:
+    "The data and the classifier of one run of `settings`, seeded once before the data is built"
+    s = settings
+    set_seed(s.seed)
+    return classifier_learner(source, s.task, s.arch, size=s.size, split=s.split, valid_pct=s.valid_pct, balance=s.balance,
+                              aug=s.aug, bs=s.bs, seed=s.seed, learner_kwargs={'fast_precision': s.fast_precision, **(learner_kwargs or {})},
+                              **kwargs)
+
+def threshold_and_evaluate(learn:Learner, # A trained classifier from `xray_learner`
+                           threshold:str=DEFAULTS.threshold, # How the binary threshold is chosen on validation: 'youden' or 'sensitivity'
+                           sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
+                           folder:str|Path=None, # Write the test report (figures, JSON) here
+                          ) -> dict: # Threshold, validation and test scores
+    "After training: back to float32, pick the threshold on validation, score the test split (validation when there is none)"
+    learn.to_full_precision()
+    if learn.dls.c == 2: learn.pick_threshold(threshold, sensitivity)
+    thr = learn.threshold
+    valid = classification_scores(*learn.get_preds(dl=learn.dls.valid), thr)
+    has_test = (data_record(learn.dls).items['split'] == 'test').any()
+    test = evaluate(learn, dl=None if has_test else learn.dls.valid, folder=folder)
+    model_record(learn).test_report = test
+    rec = dict(threshold=thr, evaluated_on='test' if has_test else 'valid', **_scores('valid_', valid), **_scores('test_', test['argmax']))
+    if 'threshold' in test: rec.update(_scores('test_thr_', {k: v for k, v in test['threshold'].items() if k not in ('n', 'roc_auc')}))
+    return rec
+
+def fit_and_evaluate(learn:Learner, # A classifier from `xray_learner` (or `protocol_learner`)
+                     epochs:int=DEFAULTS.epochs, # Training epochs
+                     lr:float=DEFAULTS.lr, # Peak learning rate
+                     schedule:str=DEFAULTS.schedule, # 'one_cycle' or 'plateau'
+                     threshold:str=DEFAULTS.threshold, # How the binary threshold is chosen on validation: 'youden' or 'sensitivity'
+                     sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                      folder:str|Path=None, # Write the test report (figures, JSON) here
                     ) -> dict: # Training time, threshold, validation and test scores
     "Train `learn`, pick its threshold on validation, score it on the test split (validation when there is none)"
     start = time.perf_counter()
     learn.fit_xray(epochs, lr, schedule)
     train_s = time.perf_counter() - start
-    learn.training_log = training_log(learn)  # now: `get_preds` restarts the recorder
-    learn.to_full_precision()
-    if learn.dls.c == 2: learn.pick_threshold(threshold, sensitivity)
-    thr = getattr(learn, 'threshold', None)
-    valid = classification_scores(*learn.get_preds(dl=learn.dls.valid), thr)
-    has_test = (learn.dls.items['split'] == 'test').any()
-    test = evaluate(learn, dl=None if has_test else learn.dls.valid, folder=folder)
-    rec = dict(train_s=train_s, threshold=thr, evaluated_on='test' if has_test else 'valid',
-               **_scores('valid_', valid), **_scores('test_', test['argmax']))
-    if 'threshold' in test: rec.update(_scores('test_thr_', {k: v for k, v in test['threshold'].items() if k not in ('n', 'roc_auc')}))
-    learn.test_report = test
-    return rec
+    model_record(learn).training_log = training_log(learn)  # now: `get_preds` restarts the recorder
+    return dict(train_s=train_s, **threshold_and_evaluate(learn, threshold, sensitivity, folder))
 
-@delegates(xray_dataloaders, but=['source', 'task', 'seed'])
+@delegates(xray_dataloaders, but=[f.name for f in fields(TrainSettings)] + ['source'])
 def train_classifier(source:str|Path|pd.DataFrame=None, # Data; None means `$XRAY_DATA`, else the built-in phantoms
-                     task:str='binary', # 'binary' or 'multiclass'
-                     arch:str='vgg', # Model architecture (see `xray_model`)
-                     epochs:int=10, # Training epochs
-                     lr:float=1e-3, # Peak learning rate
-                     schedule:str='one_cycle', # 'one_cycle' or 'plateau'
-                     threshold:str='youden', # How the binary threshold is chosen on validation
-                     seed:int=0, # Seed for split, sampling, shuffling and weights
+                     task:str=DEFAULTS.task, # 'binary' or 'multiclass'
+                     arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
+                     epochs:int=DEFAULTS.epochs, # Training epochs
+                     lr:float=DEFAULTS.lr, # Peak learning rate
+                     schedule:str=DEFAULTS.schedule, # 'one_cycle' or 'plateau'
+                     threshold:str=DEFAULTS.threshold, # How the binary threshold is chosen on validation
+                     seed:int=DEFAULTS.seed, # Seed for split, sampling, shuffling and weights
                      learner_kwargs:dict=None, # Passed to `xray_learner`
                      folder:str|Path=None, # Write the test report (figures, JSON) here
+                     size:int|tuple=DEFAULTS.size, # Image side in pixels, or (height, width)
+                     bs:int=DEFAULTS.bs, # Batch size
+                     balance:str|float=DEFAULTS.balance, # Class balancing of the training images
+                     aug:str|list=DEFAULTS.aug, # Augmentation preset or list of batch transforms
+                     split:str=DEFAULTS.split, # Validation split: 'patient' or 'report'
+                     valid_pct:float=DEFAULTS.valid_pct, # Share of the fitting images held out for validation
+                     sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
+                     fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision and channels_last
                      **kwargs, # Passed to `xray_dataloaders`
-                    ) -> tuple: # (learner, record of configuration, timing, validation and test scores)
-    "Train one classifier from a configuration with the toolkit's protocol"
-    set_seed(seed)
-    learn = classifier_learner(source, task, arch, seed=seed, learner_kwargs=learner_kwargs, **kwargs)
-    rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, folder=folder)
-    config = dict(task=task, arch=arch, epochs=epochs, lr=lr, schedule=schedule, seed=seed,
-                  **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, tuple))})
-    return learn, {**config, **rec}
+                    ) -> tuple: # (learner, record of the settings, timing, validation and test scores)
+    "Train one classifier with the toolkit's protocol; without arguments, the default run (`DEFAULTS`)"
+    given = locals()
+    lk = dict(learner_kwargs or {})
+    if 'fast_precision' in lk: given['fast_precision'] = lk.pop('fast_precision')
+    s = TrainSettings(**{f.name: given[f.name] for f in fields(TrainSettings)})
+    learn = protocol_learner(source, s, lk, **kwargs)
+    rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=folder)
+    extra = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, tuple))}
+    return learn, {**s.record(), **extra, **rec}
 
 # %% ../nbs/07_experiments.ipynb #a86b7cf1
 @delegates(train_classifier)
@@ -94,17 +127,43 @@ def mean_std(df:pd.DataFrame, # One row per run
     res = m.round(digits).astype(str) + ' ± ' + s.round(digits).astype(str)
     return res.assign(runs=g.size())
 
-def hardware() -> str:
-    "Where the runs happened: the device and library versions, in a line"
-    if torch.cuda.is_available(): dev = f"GPU {torch.cuda.get_device_name(0)}"
-    else:
-        cpu = platform.processor() or platform.machine()
-        try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-        except (OSError, StopIteration): pass
-        dev = f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    import fastai, xray_fastai
-    return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
-            f"xray_fastai {xray_fastai.__version__}, {platform.system()} {platform.release()}")
+
+# %% ../nbs/07_experiments.ipynb #b1c96955
+class ResultsWriter:
+    "A benchmark's results: `NAME.csv` rewritten after every run, `NAME.md` with the command, hardware, wall time and tables"
+    def __init__(self,
+                 name:str, # File name without extension
+                 folder:str|Path, # Where to write, e.g. `bench/results` (created if needed)
+                 command:str=None, # The command that ran; by default this process's, as `python SCRIPT ARGS`
+                ):
+        self.name, self.folder, self.rows, self.start = name, Path(folder), [], time.perf_counter()
+        self.command = command or shlex.join(['python', os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def df(self) -> pd.DataFrame: return pd.DataFrame(self.rows)
+
+    def add(self, rows:dict|list|pd.DataFrame # One run's row, several rows, or a table of them
+           ) -> pd.DataFrame: # Every row so far
+        "Add rows and rewrite `NAME.csv` with all of them"
+        if isinstance(rows, pd.DataFrame): rows = rows.to_dict('records')
+        self.rows += [rows] if isinstance(rows, dict) else list(rows)
+        atomic_write(self.folder/f'{self.name}.csv', lambda tmp: self.df.to_csv(tmp, index=False))
+        return self.df
+
+    def write(self,
+              title:str, # First line of the page
+              about:str='', # What was run: configuration, seeds, protocol
+              tables:dict|pd.DataFrame=None, # A table, or caption -> table; by default every row
+             ) -> str: # The page
+        "Write `NAME.md`: title, what was run, hardware, wall time, command and tables"
+        if tables is None: tables = self.df
+        if not isinstance(tables, dict): tables = {'': tables}
+        body = '\n\n'.join((f"{k}:\n\n" if k else '') + f"```\n{t if isinstance(t, str) else t.to_string()}\n```" for k, t in tables.items())
+        md = (f"# {title}\n\n" + (f"{about}\n\n" if about else '') +
+              f"Hardware: {hardware()}. Total wall time {time.perf_counter()-self.start:.0f} s.\n\nCommand: `{self.command}`\n\n{body}\n")
+        atomic_write(self.folder/f'{self.name}.md', lambda tmp: Path(tmp).write_text(md))
+        return md
 
 # %% ../nbs/07_experiments.ipynb #0c880edb
 def published_results(name:str=None, # A file of `bench/results`, e.g. 'binary_cpu.csv'; `None`: the folder

@@ -19,12 +19,12 @@ from fastai.learner import Learner
 from fastprogress.fastprogress import progress_bar
 from torch.utils.data import DataLoader
 from .models import last_conv_layer, model_body, model_head, body_stages, eval_mode
-from .phantoms import phantom_data, lesion_mask
-from .learner import classifier_learner
+from .phantoms import lesion_mask
+from .learner import phantom_learner
 
 # %% auto #0
-__all__ = ['BaseCAM', 'GradCAM', 'GradCAMPlusPlus', 'CAM', 'n_hooks', 'show_cam', 'cam_grid', 'phantom_learner', 'phantom_batch',
-           'localisation', 'candidate_layers', 'localise', 'pointing_game', 'randomisation_test', 'plot_randomisation',
+__all__ = ['BaseCAM', 'GradCAM', 'GradCAMPlusPlus', 'CAM', 'n_hooks', 'show_cam', 'cam_grid', 'phantom_batch', 'localisation',
+           'candidate_layers', 'localise', 'pointing_game', 'randomisation_test', 'plot_randomisation',
            'deletion_insertion', 'curve_auc', 'faithfulness', 'plot_curves', 'stage_activations',
            'show_stage_activations', 'channel_maxima', 'images_at', 'unit_box', 'show_top_patches',
            'activation_maximisation', 'show_activation_maximisation']
@@ -160,15 +160,6 @@ def cam_grid(
         show_cam(x[i], heat[i], ax=axs.flat[k+1 if with_image else k], title=t)
     fig.tight_layout()
     return fig
-
-# %% ../nbs/10_explain.ipynb #289ced58
-def phantom_learner(seed:int=0, # Seed of the validation split, the initial weights and the shuffling
-                    n_train:int=3000, # Training phantoms (and 400 test phantoms)
-                    size:int=128, # Image side in pixels, of the phantoms and of the model's input
-                   ) -> Learner:
-    "The CAM-ready VGG (widths 16-128, GAP → Linear head) for healthy vs sick phantoms, untrained"
-    return classifier_learner(phantom_data(n_train=n_train, n_test=400, size=size), 'binary', size=size, bs=32, aug='none',
-                              seed=seed, learner_kwargs=dict(model_kwargs=dict(widths=(16,32,64,128), hidden=())))
 
 # %% ../nbs/10_explain.ipynb #b2fc572b
 def phantom_batch(dls:DataLoaders, # The phantoms' `DataLoaders`

@@ -16,7 +16,9 @@ from fastcore.all import *
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.tracker import SaveModelCallback
 import xray_fastai
+from .core import *
 from .data import *
+from .learner import ModelRecord, model_record
 from .evaluate import finite_or_none
 from .data import _hw, _visible
 
@@ -113,20 +115,22 @@ def _check_inference_tfms(dls):
                                    "predictions from it would skip them. Train without them to save a model.")
 
 def xray_config(learn:Learner, # A trained classifier from `xray_learner`
-                model_kwargs:dict=None, # The `model_kwargs` the model was built with; `learn.model_kwargs` if unset
+                model_kwargs:dict=None, # The `model_kwargs` the model was built with; its `ModelRecord`'s if unset
                 training:dict=None, # More training settings to record (learning rate, schedule, seed, data, ...)
                ) -> dict:
     "The `config.json` contents for `learn`"
-    arch = getattr(learn, 'arch', None)
+    try: model, data = model_record(learn), data_record(learn.dls)
+    except AttributeError as e: raise XrayModelError(f"{e}: only its records say how to rebuild the model and read its images") from e
+    arch = model.arch
     if not isinstance(arch, str):
         raise XrayModelError(f"the learner's arch must be an architecture name (from `xray_learner`), not {arch!r}: "
                              "only named architectures can be rebuilt from a config file")
-    dls, model_kwargs = learn.dls, model_kwargs if model_kwargs is not None else getattr(learn, 'model_kwargs', None) or {}
+    dls, model_kwargs = learn.dls, model_kwargs if model_kwargs is not None else model.model_kwargs
     _check_inference_tfms(dls)
-    thr = getattr(learn, 'threshold', None)
+    thr = model.threshold
     cfg = dict(format=FORMAT, format_version=FORMAT_VERSION, arch=arch, model_kwargs=dict(model_kwargs),
-               n_in=_n_in(learn.model), task=getattr(dls, 'task', None), vocab=[str(v) for v in dls.vocab],
-               size=list(_hw(dls.size)), stats=[float(s) for s in dls.stats],
+               n_in=_n_in(learn.model), task=data.task, vocab=[str(v) for v in dls.vocab],
+               size=list(_hw(data.size)), stats=[float(s) for s in data.stats],
                threshold=None if thr is None else float(thr),
                toolkit_version=xray_fastai.__version__, torch_version=torch.__version__,
                training={**_training(learn), **(training or {})})
@@ -137,7 +141,7 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
 
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
                folder:str|Path, # Folder to write `model.safetensors` and `config.json` into (created if needed)
-               model_kwargs:dict=None, # The `model_kwargs` the model was built with; `learn.model_kwargs` if unset
+               model_kwargs:dict=None, # The `model_kwargs` the model was built with; its `ModelRecord`'s if unset
                training:dict=None, # More training settings to record in the config
               ) -> Path: # The folder
     "Save `learn`'s model as `model.safetensors` + `config.json`, checking that the config rebuilds it"
@@ -328,15 +332,15 @@ def _pickle_predictor(fn:Path, device) -> XrayPredictor:
         except Exception as e: raise XrayModelError(f"{fn}: not a loadable fastai export ({type(e).__name__}: {e})") from e
     norm = first(t for t in learn.dls.after_batch.fs if type(t).__name__ == 'Normalize')
     stats = (float(norm.mean.flatten()[0]), float(norm.std.flatten()[0])) if norm is not None else None
-    size = getattr(learn.dls, 'size', None)
-    if size is None:  # exports drop the DataLoaders' attributes: read the size off the cache or the resize
-        for t in [*learn.dls.tfms[0].fs, *learn.dls.train.after_item.fs] if hasattr(learn.dls, 'tfms') else learn.dls.train.after_item.fs:
-            if hasattr(t, 'images'): size = tuple(t.images.shape[-2:]); break
-            if type(t).__name__ == 'Resize': size = t.size; break
+    size = None  # exports drop the DataLoaders' record: read the size off the cache or the resize
+    for t in [*learn.dls.tfms[0].fs, *learn.dls.train.after_item.fs] if hasattr(learn.dls, 'tfms') else learn.dls.train.after_item.fs:
+        if hasattr(t, 'images'): size = tuple(t.images.shape[-2:]); break
+        if type(t).__name__ == 'Resize': size = t.size; break
     if stats is None or size is None: raise XrayModelError(f"{fn}: a fastai export, but not of an xray_fastai learner (no Normalize or image size)")
     vocab = list(learn.dls.vocab)
-    cfg = dict(arch=getattr(learn, 'arch', None), vocab=vocab, size=list(_hw(size)), stats=list(stats), source='pickle')
-    return XrayPredictor(learn.model.float(), vocab, size, stats, getattr(learn, 'threshold', None), config=cfg, device=device)
+    model = learn.__dict__.get('xray') or ModelRecord(arch=None)  # a fastai export of a learner not made by `xray_learner`
+    cfg = dict(arch=model.arch, vocab=vocab, size=list(_hw(size)), stats=list(stats), source='pickle')
+    return XrayPredictor(learn.model.float(), vocab, size, stats, model.threshold, config=cfg, device=device)
 
 def load_model(path:str|Path, # A model folder (or its config.json / model.safetensors); a .pkl only with `allow_pickle`
                allow_pickle:bool=False, # Allow a fastai `learn.export()` pickle, which runs code from the file

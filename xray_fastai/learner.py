@@ -8,21 +8,24 @@ Docs: https://xray-fastai.github.io/xray_fastai/learner.html.md"""
 from __future__ import annotations
 import json, random, shutil, signal, tempfile, threading, weakref
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 import numpy as np, pandas as pd, torch, sklearn.metrics as skm
 from fastcore.all import *
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.vision.learner import default_split
 from fastai.metrics import ActivationType
+from .core import *
 from .data import *
 from .models import xray_model
+from .phantoms import phantom_data
 from .precision import *
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'Sensitivity', 'Specificity', 'roc_auc_or_nan', 'RocAucOrNan', 'xray_metrics', 'xray_loss',
-           'xray_learner', 'classifier_learner', 'training_log', 'interrupt_between_batches', 'XrayTrainingError',
-           'run_settings', 'read_checkpoint', 'random_states', 'set_random_states', 'CheckpointCallback',
-           'pick_threshold']
+           'ModelRecord', 'model_record', 'xray_learner', 'classifier_learner', 'phantom_learner', 'training_log',
+           'interrupt_between_batches', 'XrayTrainingError', 'run_settings', 'read_checkpoint', 'random_states',
+           'set_random_states', 'CheckpointCallback', 'pick_threshold']
 
 # %% ../nbs/04_learner.ipynb #6ef381f4
 def Sensitivity():
@@ -56,10 +59,31 @@ def xray_metrics(task:str='binary' # 'binary' or 'multiclass'
 def xray_loss(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
               label_smoothing:float=0., # Label smoothing epsilon; 0 for plain cross-entropy
              ):
-    "Cross-entropy for `dls`, class-weighted when `dls.class_weights` is set"
-    w = getattr(dls, 'class_weights', None)
+    "Cross-entropy for `dls`, class-weighted when its `DataRecord` has class weights"
+    w = data_record(dls).class_weights
     if label_smoothing: return LabelSmoothingCrossEntropyFlat(weight=w, eps=label_smoothing)
     return CrossEntropyLossFlat(weight=w)
+
+# %% ../nbs/04_learner.ipynb #6b299690
+@dataclass
+class ModelRecord:
+    "What a run knows about its classifier beyond fastai's `Learner`; `xray_learner` attaches it as `learn.xray`"
+    arch:str # The architecture name `xray_model` builds
+    model_kwargs:dict=field(default_factory=dict) # The other arguments of `xray_model`
+    threshold:float|None=None # Binary task: the decision threshold on the PNEUMONIA probability, chosen on validation
+    training_log:pd.DataFrame|None=None # One row per epoch (see `training_log`), kept by `fit_and_evaluate`
+    test_report:dict|None=None # `evaluate`'s scores, kept by `fit_and_evaluate`
+
+def model_record(learn:Learner # A classifier from `xray_learner`
+                ) -> ModelRecord:
+    "The `ModelRecord` that `xray_learner` attached to `learn`"
+    rec = learn.__dict__.get('xray')  # not `getattr`: a `Learner` hands unknown attributes on to its model
+    if rec is None: raise AttributeError("this Learner carries no ModelRecord: make it with `xray_learner`")
+    return rec
+
+def _set_threshold(self, v): model_record(self).threshold = v
+Learner.threshold = property(lambda self: model_record(self).threshold, _set_threshold,
+                             doc="The decision threshold of `model_record(learn)`")
 
 # %% ../nbs/04_learner.ipynb #55c795f3
 def _monitor(task:str, monitor:str|None) -> tuple:
@@ -84,41 +108,51 @@ class _RemoveBestWeights(Callback):
 
 @delegates(Learner.__init__)
 def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
-                 arch:str='vgg', # 'vgg', an xresnet name, or any timm architecture (see `xray_model`)
+                 arch:str=DEFAULTS.arch, # 'vgg', an xresnet name, or any timm architecture (see `xray_model`)
                  pretrained:bool=False, # Start from pretrained weights (timm; needs network access)
                  label_smoothing:float=0., # Label smoothing epsilon
                  monitor:str=None, # Validation metric that picks the best epoch; AUC (binary) or balanced accuracy by default
                  patience:int=None, # Stop after this many epochs without improvement; None trains all epochs
-                 fast_precision:bool=True, # bf16/fp16 mixed precision and channels_last
+                 fast_precision:bool=DEFAULTS.fast_precision, # bf16/fp16 mixed precision and channels_last
                  model_kwargs:dict=None, # Passed to `xray_model`
                  **kwargs, # Passed to `Learner`
                 ) -> Learner:
-    "A classifier `Learner` for `dls` that keeps its best epoch"
+    "A classifier `Learner` for `dls` (from `xray_dataloaders`) that keeps its best epoch"
     model = xray_model(arch, n_out=dls.c, n_in=1, pretrained=pretrained, **(model_kwargs or {}))
-    monitor, comp = _monitor(getattr(dls, 'task', 'binary'), monitor)
+    task = data_record(dls).task
+    monitor, comp = _monitor(task, monitor)
     cbs = [_SaveBest(monitor=monitor, comp=comp, fname='best', with_opt=False)]
     if patience: cbs.append(EarlyStoppingCallback(monitor=monitor, comp=comp, patience=patience))
-    kwargs.setdefault('metrics', xray_metrics(getattr(dls, 'task', 'binary')))
+    kwargs.setdefault('metrics', xray_metrics(task))
     tmp = None if 'path' in kwargs else Path(tempfile.mkdtemp(prefix='xray-'))  # the best epoch's checkpoint
     learn = Learner(dls, model, loss_func=xray_loss(dls, label_smoothing), splitter=default_split,
                     cbs=L(kwargs.pop('cbs', None)) + cbs, path=kwargs.pop('path', tmp), **kwargs)
     if tmp:
         learn.add_cb(_RemoveBestWeights())
         weakref.finalize(learn, shutil.rmtree, tmp, True)
-    learn.arch, learn.model_kwargs = arch, model_kwargs or {}
+    learn.xray = ModelRecord(arch, model_kwargs or {})
     return learn.to_fast_precision() if fast_precision else learn
 
 # %% ../nbs/04_learner.ipynb #44b26b13
 @delegates(xray_dataloaders, but=['source', 'task'])
 def classifier_learner(source:str|Path=None, # Data folder or CSV; None means `$XRAY_DATA`, else the built-in phantoms
-                       task:str='binary', # 'binary' or 'multiclass'
-                       arch:str='vgg', # Model architecture
+                       task:str=DEFAULTS.task, # 'binary' or 'multiclass'
+                       arch:str=DEFAULTS.arch, # Model architecture
                        learner_kwargs:dict=None, # Passed to `xray_learner`
                        **kwargs, # Passed to `xray_dataloaders`
                       ) -> Learner:
     "Data and model in one call: a classifier `Learner` for `task` on `source`"
     dls = xray_dataloaders(source, task=task, **kwargs)
     return xray_learner(dls, arch, **(learner_kwargs or {}))
+
+# %% ../nbs/04_learner.ipynb #d5836979
+def phantom_learner(seed:int=0, # Seed of the validation split, the initial weights and the shuffling
+                    n_train:int=3000, # Training phantoms (and 400 test phantoms)
+                    size:int=128, # Image side in pixels, of the phantoms and of the model's input
+                   ) -> Learner:
+    "The CAM-ready VGG (widths 16-128, GAP → Linear head) for healthy vs sick phantoms, untrained"
+    return classifier_learner(phantom_data(n_train=n_train, n_test=400, size=size), 'binary', size=size, bs=32, aug='none',
+                              seed=seed, learner_kwargs=dict(model_kwargs=dict(widths=(16,32,64,128), hidden=())))
 
 # %% ../nbs/04_learner.ipynb #4cdee48d
 def training_log(learn:Learner) -> pd.DataFrame:
@@ -174,22 +208,22 @@ class _StopOnNonFiniteLoss(Callback):
 # %% ../nbs/04_learner.ipynb #8af97f69
 def run_settings(learn:Learner, **kwargs) -> dict:
     "What a resumed run must share with the interrupted one: `kwargs` (epochs, lr, ...), the model and the training data"
-    dls = learn.dls
-    return dict(**kwargs, arch=getattr(learn, 'arch', None), model_kwargs=getattr(learn, 'model_kwargs', None),
-                task=getattr(dls, 'task', None), bs=dls.bs, n_train=len(dls.train.items), n_valid=len(dls.valid.items))
+    dls, model = learn.dls, model_record(learn)
+    return dict(**kwargs, arch=model.arch, model_kwargs=model.model_kwargs, task=data_record(dls).task, bs=dls.bs,
+                n_train=len(dls.train.items), n_valid=len(dls.valid.items))
 
 @patch
 def fit_xray(self:Learner,
              epochs:int, # Number of epochs
-             lr:float=1e-3, # Peak (one-cycle) or starting (plateau) learning rate
-             schedule:str='one_cycle', # 'one_cycle' or 'plateau'
+             lr:float=DEFAULTS.lr, # Peak (one-cycle) or starting (plateau) learning rate
+             schedule:str=DEFAULTS.schedule, # One of `SCHEDULES`: 'one_cycle' or 'plateau'
              plateau_patience:int=2, # Epochs without improvement before the learning rate is divided by 5
              checkpoint:str|Path=None, # Folder for a checkpoint after every epoch (see `CheckpointCallback`)
              resume:bool=False, # Continue from the checkpoint in `checkpoint`, which needs the same settings
              **kwargs, # Passed to `fit_one_cycle` or `fit`
             ):
     "Train with the one-cycle policy or with a plateau-reduced learning rate, optionally checkpointed and resumable; Ctrl-C stops at a batch boundary"
-    if schedule not in ('one_cycle', 'plateau'): raise ValueError(f"schedule must be 'one_cycle' or 'plateau', not {schedule!r}")
+    if schedule not in SCHEDULES: raise ValueError(f"schedule must be {' or '.join(map(repr, SCHEDULES))}, not {schedule!r}")
     if checkpoint is not None:
         cfg = run_settings(self, epochs=epochs, lr=lr, schedule=schedule, plateau_patience=plateau_patience)
         kwargs['cbs'] = L(kwargs.get('cbs')) + CheckpointCallback(checkpoint, cfg, resume)
@@ -199,7 +233,7 @@ def fit_xray(self:Learner,
     try:
         with interrupt_between_batches(self):
             if schedule == 'one_cycle': return self.fit_one_cycle(epochs, lr, **kwargs)
-            monitor, comp = _monitor(getattr(self.dls, 'task', 'binary'), None)
+            monitor, comp = _monitor(data_record(self.dls).task, None)
             cb = ReduceLROnPlateau(monitor=monitor, comp=comp, patience=plateau_patience, factor=5.)
             return self.fit(epochs, lr, cbs=L(kwargs.pop('cbs', None)) + cb, **kwargs)
     except BaseException:  # fastai skips `after_fit` on errors and Ctrl-C: remove the temporary best weights here
@@ -298,7 +332,7 @@ class CheckpointCallback(Callback):
 
     def _restore(self):
         "Model, optimizer and best weights as they were after the last finished epoch"
-        device = first(self.model.parameters()).device
+        device = one_param(self.model).device
         ck = _torch_load(self.folder/CHECKPOINT, device)
         self.model.load_state_dict(ck['model'])
         self.opt.load_state_dict(ck['opt'])
@@ -313,22 +347,22 @@ class CheckpointCallback(Callback):
 # %% ../nbs/04_learner.ipynb #4d1acc2e
 def pick_threshold(probs:np.ndarray|Tensor, # Predicted probability of the positive class
                    targets:np.ndarray|Tensor, # True labels, 1 = positive
-                   method:str='youden', # 'youden' or 'sensitivity'
-                   sensitivity:float=0.95, # Target sensitivity, for method='sensitivity'
+                   method:str=DEFAULTS.threshold, # One of `THRESHOLD_METHODS`: 'youden' or 'sensitivity'
+                   sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for method='sensitivity'
                   ) -> float:
     "Decision threshold on `probs` maximising Youden's J, or reaching a target sensitivity"
     fpr, tpr, thr = skm.roc_curve(np.asarray(targets), np.asarray(probs))
     thr = np.clip(thr, 0., 1.)  # scikit-learn puts an infinite threshold first
     if method == 'youden': return float(thr[np.argmax(tpr - fpr)])
     if method == 'sensitivity': return float(thr[np.argmax(tpr >= sensitivity)])
-    raise ValueError(f"method must be 'youden' or 'sensitivity', not {method!r}")
+    raise ValueError(f"method must be {' or '.join(map(repr, THRESHOLD_METHODS))}, not {method!r}")
 
 @patch
 def pick_threshold(self:Learner,
-                   method:str='youden', # 'youden' or 'sensitivity'
-                   sensitivity:float=0.95, # Target sensitivity, for method='sensitivity'
+                   method:str=DEFAULTS.threshold, # One of `THRESHOLD_METHODS`: 'youden' or 'sensitivity'
+                   sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for method='sensitivity'
                   ) -> float:
-    "Choose and store `self.threshold` from the validation set's predictions"
+    "Choose the decision threshold from the validation set's predictions and store it in `model_record(self)`"
     probs, targs = self.get_preds(dl=self.dls.valid)
     self.threshold = pick_threshold(probs[:, 1], targs, method, sensitivity)
     return self.threshold
