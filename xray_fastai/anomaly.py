@@ -188,10 +188,11 @@ def anomaly_scores(score:Callable, # Maps a (B,1,H,W) batch of normalised images
                    dls:DataLoaders, # The `DataLoaders` the items belong to (for their transforms)
                    items:pd.DataFrame, # Rows of `dls.items` to score, e.g. from `anomaly_items`
                    bs:int=64, # Batch size
+                   progress:bool=True, # Show a progress bar
                   ) -> np.ndarray: # (n,) scores in the order of `items`
     "The anomaly score of every image of `items`"
     dl = dls.test_dl(items, with_labels=False, bs=bs)
-    with torch.no_grad(): return torch.cat([score(b[0]).float().cpu() for b in progress_bar(dl, leave=False)]).numpy()
+    with torch.no_grad(): return torch.cat([score(b[0]).float().cpu() for b in (progress_bar(dl, leave=False) if progress else dl)]).numpy()
 
 class ReconstructionScore:
     "Anomaly score from an autoencoder's reconstruction: 'mse', 'l1' or 'ssim' (1 − mean SSIM)"
@@ -407,12 +408,13 @@ def anomaly_report(scores:np.ndarray, # Scores of the images to report on (e.g. 
 def anomaly_results(scores:dict, # Score name -> an anomaly score (see `anomaly_scores`)
                     dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
                     pct:float=95, # Threshold: this percentile of the validation normals' scores
+                    progress:bool=True, # Show progress bars while scoring
                    ) -> tuple: # (one row per score, every validation and test image's scores)
     "Each score's threshold from the validation normals, its validation AUROC and its `anomaly_report` on the test split"
     valid, test = anomaly_items(dls, 'valid'), anomaly_items(dls, 'test')
     rows, per_image = [], {}
     for name, score in scores.items():
-        sv, st = anomaly_scores(score, dls, valid), anomaly_scores(score, dls, test)
+        sv, st = (anomaly_scores(score, dls, its, progress=progress) for its in (valid, test))
         thr = normal_threshold(sv, valid, pct)
         rep = anomaly_report(st, test, thr)
         rows.append(dict(variant=name, valid_auroc=anomaly_report(sv, valid, thr)['auroc'],
