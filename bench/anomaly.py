@@ -29,19 +29,11 @@ def _fit(learn, epochs:int, lr:float) -> float:
     return time.perf_counter() - start
 
 def _score_rows(scores:dict, dls, seed:int, pct:float) -> tuple:
-    "Rows of the results table for each score, and every image's scores"
-    valid, test = anomaly_items(dls, 'valid'), anomaly_items(dls, 'test')
-    rows, per_image = [], {}
-    for name, (score, train_s) in scores.items():
-        sv, st = anomaly_scores(score, dls, valid), anomaly_scores(score, dls, test)
-        thr = normal_threshold(sv, valid, pct)
-        rep = anomaly_report(st, test, thr)
-        rows.append(dict(seed=seed, variant=name, valid_auroc=anomaly_report(sv, valid, thr)['auroc'],
-                         **{f'test_{k}': v for k, v in rep.items() if k != 'confusion'}, train_s=train_s))
-        per_image[name] = list(sv) + list(st)
-    images = pd.concat([valid.assign(set='valid'), test.assign(set='test')])[['path', 'set', 'binary', 'multiclass']]
+    "Rows of the results table for each score (`anomaly_results`, with the seed and training time), and every image's scores"
+    table, images = anomaly_results({n: f for n, (f, _) in scores.items()}, dls, pct)
+    table.insert(0, 'seed', seed); table['train_s'] = [s for _, s in scores.values()]
     images['path'] = images['path'].map(lambda p: '/'.join(Path(p).parts[-3:]))   # split/CLASS/file: no local folders
-    return rows, images.assign(**per_image)
+    return table.to_dict('records'), images
 
 def _autoencoder_scores(dls, seed:int, epochs:int, name:str='AE', **kwargs) -> dict:
     "Train an autoencoder; its reconstruction scores and its encoder's feature density"

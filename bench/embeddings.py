@@ -10,15 +10,13 @@ only, and scores the head and each vote on the same test images at the argmax. R
 import shlex, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, sklearn.metrics as skm
-from sklearn.model_selection import GroupKFold
 from fastcore.basics import first
 from fastcore.script import call_parse
 from fastai.basics import set_seed
-from xray_fastai.data import patient_id
 from xray_fastai.learner import classifier_learner
 from xray_fastai.experiments import train_classifier, mean_std, hardware
 from xray_fastai.models import body_stages, embedding_layer
-from xray_fastai.embeddings import Embeddings, get_layer_embeddings, augmented_embeddings, fit_knn, knn_probs, knn_vs_head, split_dl
+from xray_fastai.embeddings import get_layer_embeddings, augmented_embeddings, choose_knn, crossfit_accuracy, knn_vs_head, split_dl
 from xray_fastai.export import save_model, read_config, load_weights
 
 WIDE_KS = (1, 3, 5, 9, 15, 25, 45, 75, 125, 200)
@@ -42,25 +40,6 @@ def macro_f1(confusion) -> float:
 def _scores(prefix:str, s:dict) -> dict:
     return {f'{prefix}_{k}': (macro_f1(s['confusion']) if k == 'f1_macro' else s[k]) for k in SCORES}
 
-def choose(embs:dict, layers:tuple, by:str, memory:str='train', **kwargs) -> tuple:
-    "The kNN (and its layer) fitted on `embs[memory]` that is best on validation by `by` over `layers`"
-    fits = {l: fit_knn(embs[memory][l], embs['valid'][l], by=by, **kwargs) for l in layers}
-    def best(l): g = fits[l][1]; return g[by].min() if by == 'log_loss' else -g[by].max()
-    layer = min(layers, key=best)  # first of the best, in the order given
-    return layer, fits[layer][0], fits[layer][1]
-
-def _rows(e:Embeddings, idx) -> Embeddings: return Embeddings(e.x[idx], e.y[idx], [e.paths[i] for i in idx], e.vocab, e.layer)
-
-def valid_crossfit_accuracy(embs:dict, layers:tuple, **kwargs) -> float:
-    "Validation accuracy of a kNN procedure whose choices are made on one half of the validation patients, scored on the other"
-    va = embs['valid'][layers[0]]
-    pred = np.zeros(len(va), int)
-    for a, b in GroupKFold(2).split(va.x, va.y, groups=[patient_id(p) for p in va.paths]):
-        half = {**embs, 'valid': {l: _rows(embs['valid'][l], a) for l in layers}}
-        layer, knn, _ = choose(half, layers, **kwargs)
-        pred[b] = knn_probs(knn, _rows(embs['valid'][layer], b)).argmax(1)
-    return skm.accuracy_score(va.y, pred)
-
 def evaluate_seed(learn, task:str, seed:int, train_s:float) -> dict:
     "Head and kNN test scores for one trained classifier, and their validation accuracies"
     named = [*body_stages(learn.model)[-2:], ('embedding', embedding_layer(learn.model))]
@@ -71,14 +50,14 @@ def evaluate_seed(learn, task:str, seed:int, train_s:float) -> dict:
     row = dict(task=task, seed=seed, train_s=train_s, head_valid_accuracy=skm.accuracy_score(vy, vprobs.argmax(1)))
     for name, (layers, kw, memory) in PROCEDURES.items():
         kw = {'by': 'balanced_accuracy', **kw, 'memory': memory}
-        layer, knn, grid = choose(embs, layers, **kw)
+        layer, knn, grid = choose_knn(embs, layers, **kw)
         _, res = knn_vs_head(learn, knn, embs["test"][layer])
         head, vote = res.values()
         if name == 'knn_chapter': row.update(_scores('head', head))
         row.update(_scores(name, vote))
         row.update({f'{name}_gap': row['head_accuracy'] - vote['accuracy'], f'{name}_layer': layer, f'{name}_k': knn.n_neighbors,
                     f'{name}_metric': knn.metric, f'{name}_weights': knn.weights, f'{name}_memory': memory,
-                    f'{name}_valid_accuracy': valid_crossfit_accuracy(embs, layers, **kw)})
+                    f'{name}_valid_accuracy': crossfit_accuracy(embs, layers, **kw)})
     return row
 
 def trained(keep:str, data, task:str, arch:str, seed:int, model_kwargs:dict, epochs:int, lr:float, **kwargs) -> tuple:

@@ -73,17 +73,16 @@ def anomaly_task(items, out, args) -> dict:
     start = time.perf_counter()
     dls = cache_on_device(xray_dataloaders(items, task='normal_only', size=args.size, bs=args.bs, aug='light', num_workers=0,
                                            device=args.device))
-    valid, test = anomaly.anomaly_items(dls, 'valid'), anomaly.anomaly_items(dls, 'test')
-    res = {}
+    scores = {}
     for name, make, score in (('autoencoder mse', anomaly.autoencoder_learner, anomaly.ReconstructionScore),
                               ('opacity embedding density', anomaly.opacity_learner, lambda m: anomaly.FeatureDensity(m).fit(dls))):
         set_seed(0)
         learn = make(dls)
         with learn.no_bar(): learn.fit_one_cycle(args.epochs, args.lr)
-        s = score(learn.model)
-        thr = anomaly.normal_threshold(anomaly.anomaly_scores(s, dls, valid), valid)
-        rep = anomaly.anomaly_report(anomaly.anomaly_scores(s, dls, test), test, thr)
-        res[name] = {k: round(rep[k], 4) for k in ('auroc', 'auprc', 'accuracy', 'sensitivity', 'specificity')}
+        scores[name] = score(learn.model)
+    table, _ = anomaly.anomaly_results(scores, dls)
+    res = {r['variant']: {k: round(r[f'test_{k}'], 4) for k in ('auroc', 'auprc', 'accuracy', 'sensitivity', 'specificity')}
+           for r in table.to_dict('records')}
     return dict(seconds=round(time.perf_counter()-start, 1), **res)
 
 def gradcam_task(learn, out, n:int=8) -> dict:

@@ -27,7 +27,7 @@ __all__ = ['RECONSTRUCTION_LOSSES', 'check_normal_only', 'anomaly_items', 'is_si
            'ReconstructionLoss', 'KLDivergence', 'CorruptInput', 'autoencoder_learner', 'anomaly_learner',
            'anomaly_scores', 'ReconstructionScore', 'FeatureDensity', 'synthetic_opacity', 'PlantOpacity',
            'opacity_learner', 'ClassifierScore', 'PatchMemory', 'CombinedScore', 'normal_threshold', 'anomaly_report',
-           'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
+           'anomaly_results', 'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
 
 # %% ../nbs/11_anomaly.ipynb #a6bdf5f6
 def check_normal_only(dls:DataLoaders # `DataLoaders` meant for training on healthy images
@@ -189,10 +189,11 @@ def anomaly_scores(score:Callable, # Maps a (B,1,H,W) batch of normalised images
                    dls:DataLoaders, # The `DataLoaders` the items belong to (for their transforms)
                    items:pd.DataFrame, # Rows of `dls.items` to score, e.g. from `anomaly_items`
                    bs:int=64, # Batch size
+                   progress:bool=True, # Show a progress bar
                   ) -> np.ndarray: # (n,) scores in the order of `items`
     "The anomaly score of every image of `items`"
     dl = dls.test_dl(items, with_labels=False, bs=bs)
-    with torch.no_grad(): return torch.cat([score(b[0]).float().cpu() for b in progress_bar(dl, leave=False)]).numpy()
+    with torch.no_grad(): return torch.cat([score(b[0]).float().cpu() for b in (progress_bar(dl, leave=False) if progress else dl)]).numpy()
 
 class ReconstructionScore:
     "Anomaly score from an autoencoder's reconstruction: 'mse', 'l1' or 'ssim' (1 − mean SSIM)"
@@ -403,6 +404,25 @@ def anomaly_report(scores:np.ndarray, # Scores of the images to report on (e.g. 
     # `classification_scores` thresholds and ranks its second column: the score plays the positive class's probability
     res = classification_scores(np.stack([-s, s], 1), y, threshold=threshold)
     return dict(auroc=res.pop('roc_auc'), auprc=float(skm.average_precision_score(y, s)), **res)
+
+# %% ../nbs/11_anomaly.ipynb #296e2826
+def anomaly_results(scores:dict, # Score name -> an anomaly score (see `anomaly_scores`)
+                    dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
+                    pct:float=95, # Threshold: this percentile of the validation normals' scores
+                    progress:bool=True, # Show progress bars while scoring
+                   ) -> tuple: # (one row per score, every validation and test image's scores)
+    "Each score's threshold from the validation normals, its validation AUROC and its `anomaly_report` on the test split"
+    valid, test = anomaly_items(dls, 'valid'), anomaly_items(dls, 'test')
+    rows, per_image = [], {}
+    for name, score in scores.items():
+        sv, st = (anomaly_scores(score, dls, its, progress=progress) for its in (valid, test))
+        thr = normal_threshold(sv, valid, pct)
+        rep = anomaly_report(st, test, thr)
+        rows.append(dict(variant=name, valid_auroc=anomaly_report(sv, valid, thr)['auroc'],
+                         **{f'test_{k}': v for k, v in rep.items() if k != 'confusion'}))
+        per_image[name] = np.concatenate([sv, st])
+    images = pd.concat([valid.assign(set='valid'), test.assign(set='test')])[['path', 'set', 'binary', 'multiclass']]
+    return pd.DataFrame(rows), images.assign(**per_image)
 
 # %% ../nbs/11_anomaly.ipynb #03ce2b5f
 def show_reconstructions(score:ReconstructionScore, # The autoencoder's score (its model and error kind)

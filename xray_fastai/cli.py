@@ -15,6 +15,7 @@ import xray_fastai
 from .core import *
 from .data import *
 from .export import *
+from .report import report
 
 # %% auto #0
 __all__ = ['REPORT_FILES', 'COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'main']
@@ -239,7 +240,7 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
     return df
 
 # %% ../nbs/08_cli.ipynb #43a6e0a7
-COMMANDS = {'train': train, 'predict': predict}
+COMMANDS = {'train': train, 'predict': predict, 'report': report}
 
 def _usage() -> str:
     cmds = '\n'.join(f"  {n:<9}{f.__doc__}" for n, f in COMMANDS.items())

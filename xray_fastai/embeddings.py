@@ -15,6 +15,7 @@ from fastai.basics import *
 from fastai.callback.hook import Hooks
 from fastprogress.fastprogress import progress_bar
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.model_selection import GroupKFold
 from sklearn.manifold import TSNE, trustworthiness
 from .phantoms import cache_dir
 from .data import *
@@ -24,8 +25,8 @@ from .evaluate import classification_scores, plot_confusion
 # %% auto #0
 __all__ = ['EMBEDDINGS_VERSION', 'resolve_layer', 'pool_features', 'extract_features', 'Embeddings', 'model_hash', 'split_dl',
            'get_layer_embeddings', 'get_embeddings', 'fit_knn', 'knn_probs', 'knn_vs_head', 'plot_knn_vs_head',
-           'augmented_embeddings', 'embedding_map', 'map_quality', 'plot_map', 'nearest_images', 'show_neighbours',
-           'layer_knn', 'plot_layer_knn']
+           'augmented_embeddings', 'choose_knn', 'crossfit_accuracy', 'embedding_map', 'map_quality', 'plot_map',
+           'nearest_images', 'show_neighbours', 'layer_knn', 'plot_layer_knn']
 
 # %% ../nbs/09_embeddings.ipynb #272ef13a
 def resolve_layer(model:nn.Module, # A model, usually an `xray_model`
@@ -231,6 +232,38 @@ def augmented_embeddings(learn:Learner, # A trained classifier
     paths, vocab = _dl_paths(dl) * n_views, list(learn.dls.vocab)
     return {n: Embeddings(np.concatenate([f[n] for f, _ in views]), np.concatenate([y for _, y in views]), paths, vocab, n)
             for n in names}
+
+# %% ../nbs/09_embeddings.ipynb #677025b7
+@patch
+def subset(self:Embeddings, idx:np.ndarray # Row indices or a boolean mask
+          ) -> Embeddings:
+    "The rows `idx` of the embeddings"
+    idx = np.arange(len(self))[np.asarray(idx)]
+    return Embeddings(self.x[idx], None if self.y is None else self.y[idx], [self.paths[i] for i in idx], self.vocab, self.layer)
+
+def choose_knn(embs:dict, # {set name: {layer name: `Embeddings`}}, with a 'valid' set and the `memory` set
+               layers:list=('embedding',), # Layer names to choose from; on ties, the first
+               memory:str='train', # The set the kNN remembers: 'train', or augmented views stored under another name
+               by:str='balanced_accuracy', # Validation criterion: 'balanced_accuracy', 'accuracy' or 'log_loss'
+               **kwargs, # Grid of `fit_knn`: ks, metrics, weights
+              ) -> tuple: # (layer name, fitted `KNeighborsClassifier`, its validation grid)
+    "The kNN, and its layer, fitted on `embs[memory]` that is best by `by` on `embs['valid']`"
+    fits = {l: fit_knn(embs[memory][l], embs['valid'][l], by=by, **kwargs) for l in layers}
+    def loss(l): g = fits[l][1]; return g[by].min() if by == 'log_loss' else -g[by].max()
+    layer = min(layers, key=loss)  # `min` keeps the first of equals
+    return (layer, *fits[layer])
+
+@delegates(choose_knn, but=['embs', 'layers'])
+def crossfit_accuracy(embs:dict, # As for `choose_knn`; the validation paths name the patients
+                      layers:list=('embedding',), # Layer names to choose from
+                      **kwargs) -> float:
+    "Validation accuracy of `choose_knn`'s procedure, its choices made on one half of the validation patients and scored on the other, both ways"
+    va = embs['valid'][layers[0]]
+    pred = np.zeros(len(va), int)
+    for a, b in GroupKFold(2).split(va.x, va.y, groups=[patient_id(p) for p in va.paths]):
+        layer, knn, _ = choose_knn({**embs, 'valid': {l: embs['valid'][l].subset(a) for l in layers}}, layers, **kwargs)
+        pred[b] = knn_probs(knn, embs['valid'][layer].subset(b)).argmax(1)
+    return skm.accuracy_score(va.y, pred)
 
 # %% ../nbs/09_embeddings.ipynb #fc5de00d
 def embedding_map(x:np.ndarray, # (n, d) embeddings

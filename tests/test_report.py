@@ -1,0 +1,99 @@
+"`xray-fastai report` end to end on a tiny draw of the built-in phantoms: the folder, strict JSON, a self-contained HTML page, models that `predict` loads, `--resume`, and one-line errors."
+import json, os, re, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+from xray_fastai.cli import main
+from xray_fastai.phantoms import phantom_data
+from xray_fastai.report import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ['--n', 10, '--size', 32, '--epochs', 1, '--ae-epochs', 1, '--bs', 4]
+
+def cli(*args, check=None):
+    "Run `python -m xray_fastai.cli ARGS` on the built-in phantoms (no XRAY_DATA); the completed process"
+    env = {k: v for k, v in os.environ.items() if k != 'XRAY_DATA'}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), MPLBACKEND='agg', PYTHONWARNINGS='ignore')
+    res = subprocess.run([sys.executable, '-m', 'xray_fastai.cli', *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    if check is not None: assert res.returncode == check, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "A tiny report: 10 phantoms per class and split, 32 px, one epoch per model"
+    out = tmp_path_factory.mktemp('report')/'report'
+    return dict(out=out, res=cli('report', '--out', out, *TINY, check=0))
+
+def strict_json(text:str):
+    def refuse(c): raise ValueError(f"{c} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+def test_report_folder(run):
+    out, res = run['out'], run['res']
+    assert sorted(p.name for p in out.iterdir()) == ['binary', 'figures', 'metrics.json', 'multiclass', 'report.html', 'report.md', 'stages']
+    m = strict_json((out/'metrics.json').read_text())
+    assert list(m) == ['report', *STAGES]
+    assert m['report']['data'] == 'the built-in phantoms' and m['report']['size'] == 32 and m['report']['n'] == 10
+    assert m['binary']['epochs'] == 1 and m['binary']['vocab'] == ['NORMAL', 'PNEUMONIA'] and 0 <= m['binary']['test_roc_auc'] <= 1
+    assert m['multiclass']['vocab'] == ['NORMAL', 'BACTERIA', 'VIRUS']
+    assert {r['variant'] for r in m['anomaly']['table']} == {'AE mse', 'AE ssim'}
+    assert set(m['embeddings']) == {'binary', 'multiclass', 'seconds', 'figures'}
+    assert 0 <= m['explain']['pointing_game']['test_hit'] <= 1
+    md = (out/'report.md').read_text()
+    for s in ('## Data', '## 1a. NORMAL vs PNEUMONIA', '## 1b.', '## 3. Embeddings', '## 4. Anomaly', '## 5. Explanations',
+              '### Approach', '### Settings', '### Results', '### Discussion', 'xray-fastai report --out'):
+        assert s in md, s
+    figs = re.findall(r'!\[[^]]*\]\(([^)]+)\)', md)
+    assert len(figs) == sum(len(m[s]['figures']) for s in STAGES) >= 12 and all((out/f).is_file() for f in figs)
+    for line in ('[1/5] binary', '[5/5] explain', 'binary epoch 1/1', 'Report: '): assert line in res.stdout, line
+
+def test_html_is_self_contained(run):
+    page = (run['out']/'report.html').read_text()
+    srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert len(srcs) == len(re.findall('<img', page)) >= 12 and all(s.startswith('data:image/png;base64,') for s in srcs)
+    assert not re.search(r'https?://|url\(|@import', page)
+
+@pytest.mark.parametrize('task', ['binary', 'multiclass'])
+def test_predict_loads_the_models(run, task):
+    images = phantom_data()/'test'/'PNEUMONIA'
+    res = cli('predict', run['out']/task, images, '--cpu', check=0)
+    assert f"{len(list(images.glob('*.jpeg')))} image(s) predicted, 0 unreadable" in res.stdout
+
+def test_resume_keeps_finished_stages(run, tmp_path):
+    out = tmp_path/'report'
+    shutil.copytree(run['out'], out)
+    (out/'stages'/'explain.json').unlink(); (out/'report.md').unlink()  # as if stopped during the last stage
+    weights = (out/'binary'/'model.safetensors').stat().st_mtime_ns
+    res = cli('report', '--out', out, *TINY, check=2)
+    assert res.stderr.strip().splitlines() == [f"xray-fastai report: error: {out} holds an interrupted report; pass --resume to continue it, or --overwrite to start afresh"]
+    res = cli('report', '--out', out, *TINY[:-2], '--resume', check=2)  # another batch size
+    assert 'made with other options' in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = cli('report', '--out', out, *TINY, '--resume', check=0)
+    assert res.stdout.count('finished before, kept') == 4 and '[5/5] explain: task 5' in res.stdout
+    assert (out/'binary'/'model.safetensors').stat().st_mtime_ns == weights
+    assert strict_json((out/'metrics.json').read_text())['explain']['figures'] == ['figures/gradcam-test.png', 'figures/gradcam-phantoms.png']
+
+def one_line_error(capsys, *args) -> str:
+    assert main(['report', *map(str, args)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('xray-fastai report: error: '), err
+    return err[0]
+
+def test_bad_options(capsys, tmp_path, run):
+    assert '--size must be at least 16' in one_line_error(capsys, '--size', 8, '--out', tmp_path/'a')
+    assert '--n must be at least 8' in one_line_error(capsys, '--n', 2, '--out', tmp_path/'a')
+    assert 'unknown architecture' in one_line_error(capsys, '--arch', 'vgx', '--out', tmp_path/'a')
+    assert '--resume needs the --out folder' in one_line_error(capsys, '--resume')
+    (tmp_path/'file').write_text('x')
+    assert 'is a file' in one_line_error(capsys, '--out', tmp_path/'file')
+    (tmp_path/'mine').mkdir(); (tmp_path/'mine'/'report.md').write_text('my notes')
+    assert 'holds report.md, which the report would replace' in one_line_error(capsys, '--out', tmp_path/'mine')
+    assert (tmp_path/'mine'/'report.md').read_text() == 'my notes'
+    assert 'holds no interrupted report to resume' in one_line_error(capsys, '--out', tmp_path/'mine', '--resume')
+    assert 'already holds a report' in one_line_error(capsys, '--out', run['out'])
+    assert 'pass one of them' in one_line_error(capsys, '--out', run['out'], '--resume', '--overwrite')
+    with pytest.raises(SystemExit) as e: main(['report', '--size', 'big'])
+    assert e.value.code == 2
+
+def test_help_lists_report(capsys):
+    assert main(['--help']) == 0
+    assert 'report ' in capsys.readouterr().out
