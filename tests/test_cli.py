@@ -70,6 +70,22 @@ def test_the_cli_and_the_python_one_liner_run_the_same_experiment(run):
     metrics = json.loads((run['out']/'metrics.json').read_text())
     assert (cfg['threshold'], metrics['argmax']['accuracy']) == (rec['threshold'], rec['test_accuracy'])
 
+def test_output_to_a_pipe_has_no_progress_bars(run):
+    "stdout is a pipe here: fastai's table, one plain line per epoch, and none of the progress bars' `\\r` redraws"
+    out = run['res'].stdout
+    assert '\r' not in out and '█' not in out and len(out) < 3000, out[:3000]
+    header = next(l for l in out.splitlines() if l.startswith('epoch'))
+    assert 'train_loss' in header and 'valid_loss' in header
+    assert any(l.split()[:1] == ['0'] for l in out.splitlines())  # the epoch's line of the table
+
+def test_help_and_version_print_no_warning():
+    "No library warning on stderr, even with Python's default warning filters (fastai's torch.jit.script one included)"
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), 'PYTHONWARNINGS': 'default'}
+    for args in (['--help'], ['--version'], ['train', '--help'], ['predict', '--help']):
+        res = subprocess.run([sys.executable, '-m', 'xray_fastai.cli', *args], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0 and res.stderr == '', (args, res.stderr)
+    assert '--version' in cli('--help', check=0).stdout
+
 def test_predict_prints_a_row_per_image_and_writes_csv(run):
     csv = run['tmp']/'pred.csv'
     res = cli('predict', run['out'], run['data']/'test', '--csv', csv, '--cpu', check=0)
@@ -77,7 +93,7 @@ def test_predict_prints_a_row_per_image_and_writes_csv(run):
     assert res.stdout.count('IM-0') == 10 and res.stdout.count('_bacteria_') == 10
     df = pd.read_csv(csv)
     assert len(df) == 20 and df.label.isin(['NORMAL', 'PNEUMONIA']).all() and df.error.isna().all()
-    assert ((df.pneumonia_prob >= 0) & (df.pneumonia_prob <= 1)).all()
+    assert ((df.prob_PNEUMONIA >= 0) & (df.prob_PNEUMONIA <= 1)).all() and "pneumonia_prob" not in df
 
 def test_predict_reports_unreadable_files_and_goes_on(run, capsys):
     bad = run['tmp']/'bad'; bad.mkdir(exist_ok=True)
@@ -85,6 +101,7 @@ def test_predict_reports_unreadable_files_and_goes_on(run, capsys):
     good = next((run['data']/'test'/'NORMAL').iterdir())
     res = cli('predict', run['out'], bad, good, check=1)  # a file failed: exit status 1, so that scripts notice
     assert '1 image(s) predicted, 1 unreadable' in res.stdout and 'broken.jpeg' in res.stderr
+    assert 'rounded to 3 decimals here; --csv FILE keeps them in full' in res.stdout  # no --csv: where the full numbers are
     assert main(['predict', str(run['out']), str(bad/'broken.jpeg')]) == 1  # nothing predicted: exit status 1
     assert 'broken.jpeg: not a readable image' in capsys.readouterr().err
 
@@ -92,6 +109,7 @@ def test_help_lists_every_option(capsys):
     res = cli('train', '--help', check=0)
     for o in TRAIN_OPTS: assert f'--{o}' in res.stdout, o
     assert 'Augmentation preset' in res.stdout and '{patient,report}' in res.stdout
+    assert '(default: True)' not in res.stdout and '(default: False)' not in res.stdout  # a flag's help says what it does
     with pytest.raises(SystemExit) as e: main(['predict', '--help'])
     assert e.value.code == 0
     out = capsys.readouterr().out
@@ -234,3 +252,39 @@ def test_system_errors(monkeypatch, capsys):
     def io_error(*a, **kw): raise OSError(errno.EIO, os.strerror(errno.EIO), 'x')
     monkeypatch.setattr(cli_mod, 'load_model', io_error)
     with pytest.raises(OSError): main(['predict', 'model', 'x.jpeg'])
+
+def test_torch_save_through_a_python_file_reports_a_full_disk():
+    "What the CLI relies on: `torch.save` to a path fails on a full disk with a RuntimeError, through a Python file with ENOSPC"
+    import torch
+    from xray_fastai.learner import _save_through_file
+    if not os.path.exists('/dev/full'): pytest.skip('needs /dev/full, a device whose every write fails with ENOSPC')
+    with pytest.raises(OSError) as e: _save_through_file(lambda f: torch.save({'w': torch.zeros(10_000)}, f), Path('/dev/full'))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == '/dev/full'
+
+@pytest.mark.parametrize('full', ['checkpoint.pth', 'best.pth'])
+def test_full_disk_while_training_is_one_line(bad, tmp_path, capsys, monkeypatch, full):
+    "A disk that fills up during training: the checkpoint (in --out) or the best epoch's weights cannot be written"
+    if not os.path.exists('/dev/full'): pytest.skip('needs /dev/full')
+    import builtins
+    from xray_fastai import learner
+    def full_open(fn, mode='r', *a, **kw):  # files of that name are written to /dev/full, as onto a full disk
+        return builtins.open('/dev/full' if 'w' in mode and Path(fn).name.lstrip('.').startswith(full) else fn, mode, *a, **kw)
+    monkeypatch.setattr(learner, 'open', full_open, raising=False)
+    monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
+    out = tmp_path/'run'
+    assert main(['train', '--data', str(bad/'small'), '--size', '16', '--epochs', '1', '--bs', '4', '--aug', 'none', '--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('xray-fastai train: error: ') and err[0].endswith(
+        f"{full}: No space left on device; free some space, or write elsewhere (--out, XRAY_CACHE)"), err
+    if full == 'checkpoint.pth': assert str(out/'checkpoint.pth') in err[0]
+    assert not (out/'config.json').exists() and not list(out.glob('.*.tmp'))  # nothing that looks finished, no temporary files
+
+@pytest.mark.skipif(os.name != 'posix' or os.geteuid() == 0, reason='root writes into read-only folders')
+def test_read_only_out_is_refused_before_training(bad, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
+    out = tmp_path/'readonly'; out.mkdir(); out.chmod(0o555)
+    try:
+        assert main(['train', '--data', str(bad/'small'), '--size', '16', '--epochs', '1', '--bs', '4', '--out', str(out)]) == 2
+        out_text, err = capsys.readouterr()
+        assert 'cannot write there' in err and 'epoch' not in out_text  # refused before any training
+    finally: out.chmod(0o755)

@@ -6,19 +6,21 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import datetime, difflib, errno, inspect, math, os, shlex, sys, tempfile, time
+import argparse, contextlib, datetime, difflib, errno, inspect, io, math, os, shlex, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
 from fastcore.script import anno_parser, CliError
 import xray_fastai
-from .core import *
-from .data import *
-from .export import *
-from .report import report
+with warnings.catch_warnings():  # fastai.layers compiles with `torch.jit.script`, which torch >= 2.10 deprecates: fastai's warning, not the user's
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+    from xray_fastai.core import *
+    from xray_fastai.data import *
+    from xray_fastai.export import *
+    from xray_fastai.report import report
 
 # %% auto #0
-__all__ = ['REPORT_FILES', 'COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'main']
+__all__ = ['REPORT_FILES', 'COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'FinalLines', 'main']
 
 # %% ../nbs/08_cli.ipynb #76921f79
 def _choices(*cs) -> dict: return {'choices': list(cs)}
@@ -138,7 +140,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity for --threshold sensitivity
           out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
           overwrite:bool=False, # Write into --out even if it already holds a model
-          fast_precision:bool=DEFAULTS.fast_precision, # Train with mixed precision (bf16 on a CPU); --no-fast-precision trains in float32
+          fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on a CPU), on unless --no-fast-precision, which trains in float32
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
@@ -212,7 +214,7 @@ def _show_table(df:pd.DataFrame) -> str:
 
 def predict(model_dir:str, # Model folder written by `xray-fastai train` (config.json + model.safetensors)
             *paths:Annotated[str, {'nargs': '+'}], # Image files and/or folders; folders are searched recursively for images
-            csv:str=None, # Also write the predictions (all columns, errors included) to this CSV file
+            csv:str=None, # Also write the predictions to this CSV file: every column in full precision, errors included
             bs:int=64, # Images per batch
             cpu:bool=False, # Run on the CPU even when a GPU is available
             allow_pickle:bool=False, # Accept a fastai .pkl export as MODEL_DIR. Unpickling runs code from the file: only for files you trust
@@ -233,7 +235,8 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
     if table: print(table)
     bad = df[df.error.notna()]
     for e in bad.error: print(f"unreadable: {e}", file=sys.stderr)
-    print(f"\n{len(df) - len(bad)} image(s) predicted, {len(bad)} unreadable.")
+    print(f"\n{len(df) - len(bad)} image(s) predicted, {len(bad)} unreadable."
+          + ("" if csv or not table else " Probabilities are rounded to 3 decimals here; --csv FILE keeps them in full."))
     if csv:  # whole or not at all; file names that are not UTF-8 written back as the bytes they are
         atomic_write(csv, lambda tmp: df.to_csv(tmp, index=False, errors='surrogateescape'))
         print(f"Predictions written to {csv}")
@@ -243,9 +246,17 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
 COMMANDS = {'train': train, 'predict': predict, 'report': report}
 
 def _usage() -> str:
-    cmds = '\n'.join(f"  {n:<9}{f.__doc__}" for n, f in COMMANDS.items())
-    return (f"usage: xray-fastai {{{','.join(COMMANDS)}}} [options]\n\nChest X-ray classifiers with fastai.\n\ncommands:\n{cmds}\n\n"
-            f"`xray-fastai COMMAND --help` lists a command's options. xray_fastai {xray_fastai.__version__}")
+    cmds = '\n'.join(f"  {n:<11}{f.__doc__}" for n, f in COMMANDS.items())
+    return (f"usage: xray-fastai {{{','.join(COMMANDS)}}} [options]\n       xray-fastai --version\n\n"
+            f"Chest X-ray classifiers with fastai.\n\ncommands:\n{cmds}\n\noptions:\n  -h, --help show this help and exit\n"
+            f"  --version  print the version and exit\n\n`xray-fastai COMMAND --help` lists a command's options. xray_fastai {xray_fastai.__version__}")
+
+def _parser(func, cmd:str) -> argparse.ArgumentParser:
+    "fastcore's `anno_parser` for `func`, without the '(default: True)' it writes after flags: a flag's help says what it does"
+    p = anno_parser(func, prog=f'xray-fastai {cmd}')
+    for a in p._actions:
+        if isinstance(a.default, bool) and a.help: a.help = a.help.removesuffix(f' (default: {a.default})')
+    return p
 
 def _call(func, ns:dict):
     "Call `func` with parsed arguments `ns`; parameters up to its *args are passed by position"
@@ -258,6 +269,29 @@ def _call(func, ns:dict):
             if before: args.append(ns[p.name])
             else: kwargs[p.name] = ns[p.name]
     return func(*args, **kwargs)
+
+class FinalLines(io.TextIOBase):
+    "A text stream that passes on only what a terminal would end up showing: each line as its last `\\r` update left it"
+    def __init__(self, stream): self.stream, self.line = stream, ''
+    def writable(self) -> bool: return True
+    def write(self, s:str) -> int:
+        *done, self.line = (self.line + s).split('\n')
+        for l in done: self.stream.write(l.rsplit('\r', 1)[-1].rstrip() + '\n')
+        if done: self.stream.flush()  # a log file or `tail -f` sees each epoch as it ends
+        return len(s)
+    def flush(self):
+        self.line = self.line.rsplit('\r', 1)[-1]  # a progress bar still being redrawn is not output yet
+        self.stream.flush()
+    def close(self):
+        if rest := self.line.rsplit('\r', 1)[-1].rstrip(): self.stream.write(rest + '\n')  # what stays on the screen
+        self.line = ''
+        super().close()
+
+@contextlib.contextmanager
+def _plain_progress():
+    "Progress bars in a terminal; in a file or a pipe only what they leave behind: fastai's table, one line per epoch"
+    if sys.stdout.isatty(): yield; return
+    with contextlib.closing(FinalLines(sys.stdout)) as out, contextlib.redirect_stdout(out): yield
 
 _command = None  # the command line being run, for the report
 _space = "free some space, or write elsewhere (--out, XRAY_CACHE)"
@@ -277,9 +311,10 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
         return 2
     global _command
     func, _command = COMMANDS[cmd], 'xray-fastai ' + ' '.join(shlex.quote(a) for a in argv)
-    ns = vars(anno_parser(func, prog=f'xray-fastai {cmd}').parse_args(argv[1:]))  # --help and bad options exit here
+    ns = vars(_parser(func, cmd).parse_args(argv[1:]))  # --help and bad options exit here
     ns.pop('pdb', None); ns.pop('xtra', None)
-    try: res = _call(func, ns)
+    try:
+        with _plain_progress(): res = _call(func, ns)
     except (XrayDataError, CliError, ImportError) as e:  # XrayDataError: also XrayModelError and XrayTrainingError
         print(f"xray-fastai {cmd}: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, even from a fastai callback
         return 2

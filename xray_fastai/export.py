@@ -297,12 +297,12 @@ class XrayPredictor:
                 paths:str|Path|list, # Image files and/or folders (searched recursively)
                 bs:int=64, # Images per batch
                 progress:bool=False, # Show a progress bar
-               ) -> pd.DataFrame: # Columns path, label, prob_<class>..., [pneumonia_prob,] error
+               ) -> pd.DataFrame: # Columns path, label, prob_<class>..., error
         "Predict every image of `paths`; unreadable files, and any the model gives no finite probabilities, get a message in `error` instead"
         if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
             raise XrayDataError(f"bs must be a positive integer, not {bs!r}")
         files = image_files(paths)
-        cols = ['path', 'label', *[f'prob_{v}' for v in self.vocab], *(['pneumonia_prob'] if self.task == 'binary' else []), 'error']
+        cols = ['path', 'label', *[f'prob_{v}' for v in self.vocab], 'error']
         rows = [dict(path=str(f), label=None, error=None) for f in files]
         batches = range(0, len(files), bs)
         for i in (progress_bar(batches, leave=False) if progress else batches):
@@ -317,7 +317,6 @@ class XrayPredictor:
                 if not all(map(math.isfinite, pj)):  # a label decided on NaN would be a wrong answer that looks like one
                     rows[j]['error'] = f"{files[j]}: the model gave no finite probabilities (NaN or infinite)"; continue
                 rows[j].update(label=lbl, **{f'prob_{v}': q for v, q in zip(self.vocab, pj)})
-                if self.task == 'binary': rows[j]['pneumonia_prob'] = pj[1]
         return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/06_export.ipynb #3eb1bb2c

@@ -91,8 +91,19 @@ def _monitor(task:str, monitor:str|None) -> tuple:
     monitor = monitor or ('roc_auc_score' if task == 'binary' else 'balanced_accuracy_score')
     return monitor, np.less if 'loss' in monitor else np.greater
 
+def _save_through_file(save, fn:Path):
+    "`save(f)` on `fn` opened by Python: a full disk is then an OSError (ENOSPC) naming `fn`, not torch.save's RuntimeError"
+    try:
+        with open(fn, 'wb') as f: save(f)
+    except OSError as e:
+        e.filename = e.filename or str(fn)  # a failed write() names no file
+        raise
+
 class _SaveBest(SaveModelCallback):
     "`SaveModelCallback` that reloads the best weights only when they are on disk: `tta` calls `after_fit` after training is over"
+    def _save(self, name):
+        self.last_saved_path = join_path_file(name, self.path/self.model_dir, ext='.pth')
+        _save_through_file(partial(self.learn.save, with_opt=self.with_opt), self.last_saved_path)
     def after_fit(self, **kwargs):
         if (self.path/self.model_dir/f'{self.fname}.pth').exists(): super().after_fit(**kwargs)
 
@@ -328,7 +339,10 @@ class CheckpointCallback(Callback):
                   opt=_plain_opt(self.opt.state_dict()), best_model=self.best_model,
                   values=[[float(v) for v in row] for row in self.recorder.values], smooth_loss=(sl.count, float(sl.val)),
                   scaler=self.scaler.state_dict() if hasattr(self.learn, 'scaler') else None, random=random_states(self.dls.train))
-        atomic_write(self.folder/CHECKPOINT, lambda tmp: torch.save(ck, tmp))
+        try: atomic_write(self.folder/CHECKPOINT, partial(_save_through_file, partial(torch.save, ck)))
+        except OSError as e:
+            e.filename = str(self.folder/CHECKPOINT)  # the file the user knows, not its temporary name
+            raise
 
     def _restore(self):
         "Model, optimizer and best weights as they were after the last finished epoch"
