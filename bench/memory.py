@@ -13,12 +13,8 @@ try: import psutil
 except ImportError: sys.exit("bench/memory.py needs psutil: pip install psutil")
 
 def main(cmd:list):
-    name = None
+    name, start = None, time.perf_counter()
     if cmd[:1] == ['--name']: name, cmd = cmd[1], cmd[2:]
-    if name:  # imported only here: the toolkit's import would count in none of the numbers, but takes time
-        from pathlib import Path
-        from xray_fastai.experiments import ResultsWriter
-        w = ResultsWriter(name, Path(__file__).parent/'results')
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc, peak_rss, peak_pss, n = psutil.Process(p.pid), 0, 0, 0
     while p.poll() is None:
@@ -33,7 +29,10 @@ def main(cmd:list):
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
     print(f"exit {p.returncode}; largest process: peak RSS {largest/2**30:.2f} GiB; process tree (up to {n} processes, "
           f"sampled each second): peak sum of RSS {peak_rss/2**30:.2f} GiB, peak sum of PSS {peak_pss/2**30:.2f} GiB")
-    if name:
+    if name:  # the toolkit is imported only now: processes its import starts must not count as the command's children
+        from pathlib import Path
+        from xray_fastai.experiments import ResultsWriter
+        w = ResultsWriter(name, Path(__file__).parent/'results', start=start)
         w.add(dict(measured=' '.join(cmd), exit=p.returncode, processes=n, largest_peak_rss_gib=round(largest/2**30, 2),
                    peak_rss_sum_gib=round(peak_rss/2**30, 2), peak_pss_sum_gib=round(peak_pss/2**30, 2)))
         print(w.write(f"Peak memory ({name})", "Largest process: the kernel's peak RSS; process tree: sampled each second."))

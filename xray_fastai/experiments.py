@@ -135,8 +135,9 @@ class ResultsWriter:
                  name:str, # File name without extension
                  folder:str|Path, # Where to write, e.g. `bench/results` (created if needed)
                  command:str=None, # The command that ran; by default this process's, as `python SCRIPT ARGS`
+                 start:float=None, # When the benchmark started (`time.perf_counter()`), for its wall time; now by default
                 ):
-        self.name, self.folder, self.rows, self.start = name, Path(folder), [], time.perf_counter()
+        self.name, self.folder, self.rows, self.start = name, Path(folder), [], start or time.perf_counter()
         self.command = command or shlex.join(['python', os.path.relpath(sys.argv[0]), *sys.argv[1:]])
         self.folder.mkdir(parents=True, exist_ok=True)
 
