@@ -13,7 +13,7 @@ def cli(*args, check=None):
     "Run `python -m xray_fastai.cli ARGS` on the built-in phantoms (no XRAY_DATA); the completed process"
     env = {k: v for k, v in os.environ.items() if k != 'XRAY_DATA'}
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), MPLBACKEND='agg', PYTHONWARNINGS='ignore')
-    res = subprocess.run([sys.executable, '-m', 'xray_fastai.cli', *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run([sys.executable, '-m', 'xray_fastai.cli', *map(str, args)], capture_output=True, text=True, env=env, timeout=1800)  # a guard against a hang, not a time limit
     if check is not None: assert res.returncode == check, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res
 
