@@ -82,7 +82,7 @@ def plot_most_confused(learn:Learner, # A trained classifier
                       ):
     "The `k` images of `dl` with the largest loss, each titled with its true class, the prediction and its probability"
     dl = dl or learn.dls.test_split_dl()
-    with replacing_yield(learn.recorder, 'valid_metrics', False):  # only losses are needed: no metrics (a few images of one class have no AUC)
+    with contextmanager(replacing_yield)(learn.recorder, 'valid_metrics', False):  # only losses needed: no metrics (a few images of one class have no AUC)
         interp = ClassificationInterpretation.from_learner(learn, dl=dl)
         k = min(k, len(interp.losses))   # a small test split has fewer images than `k`
         losses, idxs = interp.top_losses(k)
