@@ -90,3 +90,8 @@ def test_stored_notebooks_are_clean(nb):
     outputs = json.dumps([c.get('outputs', []) for c in d['cells']], ensure_ascii=False)
     assert not _flagged.search(outputs)
     assert not clean_nb(d)
+
+def test_home_folders_become_tilde():
+    "A cache under a home folder reads as ~/.cache/..., a checkout under /work/ as a relative path"
+    assert clean_text('Image cache: /root/.cache/xray_fastai/t.npy\n') == 'Image cache: ~/.cache/xray_fastai/t.npy\n'
+    assert clean_text('/home/ann/data/x.png /work/main/nbs\n') == '~/data/x.png main/nbs\n'

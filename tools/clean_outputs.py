@@ -19,8 +19,9 @@ _re_bar = re.compile(r'\|[█-]{5,}\|')
 _re_warning = re.compile(r'^\S.*?:\d+: \w*Warning: ')  # Python's `showwarning` format: `file:line: Category: message`
 _re_site = re.compile(r'''(?<![\w.~-])(?:[A-Za-z]:)?(?:[/\\][^\s/\\:'"<>]+)*[/\\](?:site|dist)-packages[/\\]''')
 _re_data = re.compile(r'''(?<![\w.~-])(?:/[^\s/:'"<>]+)*/chest_xray(?=[/'"\s)<]|$)''')   # the data folder, wherever it lies
-_re_home = re.compile(r'(?<![\w.~-])(?:/work/|/home/[^\s/]+/|/Users/[^\s/]+/|/root/)(?=\w)')
-_machine_paths = [(_re_site, ''), (_re_data, 'path/to/chest_xray'), (_re_home, '')]
+_re_work = re.compile(r'(?<![\w.~-])/work/(?=\w)')
+_re_home = re.compile(r'(?<![\w.~-])(?:/home/[^\s/]+/|/Users/[^\s/]+/|/root/)(?=[\w.])')  # a home folder: ~/ (~/.cache/...)
+_machine_paths = [(_re_site, ''), (_re_data, 'path/to/chest_xray'), (_re_work, ''), (_re_home, '~/')]
 # what the checks (this tool's and the site's test) call unclean: the hook's pattern, and machine paths
 re_unclean = re.compile(r'\|[█-]{20,}\||\b\w*Warning: |(UserWarning|FutureWarning|RuntimeWarning|site-packages)|\r'
                         r'|/work/|/home/|/Users/|/root/')
