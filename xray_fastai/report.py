@@ -16,7 +16,8 @@ from fastcore.basics import noop
 from fastcore.script import CliError
 from fastai.callback.core import Callback
 from fastprogress.fastprogress import master_bar
-from .data import xray_source, xray_items, atomic_write
+from .core import atomic_write
+from .data import xray_source, xray_items
 from .evaluate import finite_or_none
 
 # %% auto #0
@@ -200,17 +201,18 @@ def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
     "Task 1a or 1b: train with `train_classifier`, save the model for `predict`, record scores and figures"
     from xray_fastai.experiments import train_classifier
     from xray_fastai.export import save_model
+    from xray_fastai.learner import model_record
     folder = ctx.out/task
     epochs = dict(epochs=ctx.epochs) if ctx.epochs else {}
     learn, rec = train_classifier(ctx.items, task, ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, folder=folder,
                                   learner_kwargs=dict(cbs=[EpochLines(ctx.write, task)]), **epochs)
     ctx.learners[task] = learn
     save_model(learn, folder, training=dict(train_s=rec['train_s'], report=True))
-    log = learn.training_log
+    log = model_record(learn).training_log
     figs = [_save_fig(plot_training(log, f'{task}: training'), ctx.out, f'{task}-training')]
     for f in ('confusion', 'roc'):
         shutil.copyfile(folder/f'{f}.png', ctx.out/'figures'/f'{task}-{f}.png'); figs.append(f'figures/{task}-{f}.png')
-    rep = learn.test_report
+    rep = model_record(learn).test_report
     rec.update(vocab=list(learn.dls.vocab), test_confusion=rep['argmax']['confusion'], history=log.to_dict('records'),
                n_train=len(learn.dls.train.items), n_valid=len(learn.dls.valid.items),
                test_thr_confusion=rep['threshold']['confusion'] if 'threshold' in rep else None)
