@@ -205,7 +205,7 @@ class ReconstructionScore:
 
     def reconstruct(self, x:Tensor) -> Tensor:
         "The autoencoder's reconstruction of `x`, on the CPU in float32"
-        with eval_mode(self.model), torch.no_grad(): return self.model(x.to(next(self.model.parameters()).device)).float().cpu()
+        with eval_mode(self.model), torch.no_grad(): return self.model(x.to(one_param(self.model).device)).float().cpu()
 
     def error_map(self, x:Tensor, # (B,1,H,W) normalised images
                   r:Tensor=None, # Their reconstruction, if already computed
@@ -322,7 +322,7 @@ class ClassifierScore:
                  cls:int=1, # The class whose probability is the score
                 ): store_attr()
     def __call__(self, x:Tensor) -> Tensor:
-        with eval_mode(self.model): return F.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), 1)[:, self.cls].cpu()
+        with eval_mode(self.model): return F.softmax(self.model(x.to(one_param(self.model).device)).float(), 1)[:, self.cls].cpu()
 
 # %% ../nbs/11_anomaly.ipynb #42049934
 class PatchMemory:
@@ -339,7 +339,7 @@ class PatchMemory:
                     ) -> Tensor: # (B,C,h,w) patch features on the first layer's grid, on the CPU in float32
         "The patch features of `x`: the layers' maps on one grid, concatenated, averaged over 3×3 neighbourhoods"
         with eval_mode(self.model), torch.no_grad(), hook_outputs([resolve_layer(self.model, l)[1] for l in self.layers]) as hooks:
-            self.model(x.to(next(self.model.parameters()).device))
+            self.model(x.to(one_param(self.model).device))
         maps = [o.float() for o in hooks.stored]
         f = torch.cat([F.interpolate(m, size=maps[0].shape[-2:], mode='bilinear', align_corners=False) for m in maps], 1)
         return F.avg_pool2d(f, 3, 1, 1, count_include_pad=False).cpu()

@@ -57,7 +57,7 @@ def extract_features(model:nn.Module, # A model
                     ) -> tuple: # ({layer name: (n, C) float32 array}, labels as an int array or None)
     "The pooled output of each of `layers` for every image of `dl`, from one pass of `model`"
     named = [resolve_layer(model, l) for l in (layers or [None])]
-    device = next(model.parameters()).device
+    device = one_param(model).device
     feats, ys = [[] for _ in named], []
     with eval_mode(model), torch.no_grad(), Hooks([m for _, m in named], lambda m, i, o: pool_features(o).cpu()) as hooks:
         for b in (progress_bar(dl, leave=False) if progress else dl):

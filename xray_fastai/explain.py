@@ -16,6 +16,7 @@ from fastcore.all import *
 from fastai.callback.hook import hook_output, hook_outputs
 from fastai.data.core import TfmdDL, DataLoaders
 from fastai.learner import Learner
+from fastai.torch_core import one_param
 from fastprogress.fastprogress import progress_bar
 from torch.utils.data import DataLoader
 from .models import last_conv_layer, model_body, model_head, body_stages, eval_mode
@@ -464,7 +465,7 @@ def activation_maximisation(
 ) -> Tensor: # (len(channels), n_in, H, W) images, in the model's normalised units
     "Images that maximise the mean activation of each of `channels` at `layer` (Olah et al. 2017's regularised ascent)"
     h, w = (size, size) if isinstance(size, int) else size
-    dev, g = next(model.parameters()).device, torch.Generator().manual_seed(seed)
+    dev, g = one_param(model).device, torch.Generator().manual_seed(seed)
     x = (0.1*torch.randn(len(channels), n_in, h, w, generator=g)).to(dev).requires_grad_(True)
     ch, opt = torch.as_tensor(channels, device=dev), torch.optim.Adam([x], lr=lr)
     with eval_mode(model):
