@@ -13,7 +13,6 @@ NAME.md (mean ± std). Example:
 
     XRAY_DATA=../shared/data/chest_xray python bench/shift.py --name shift_levers_cpu
 """
-import shlex, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
@@ -21,7 +20,7 @@ from fastai.basics import defaults
 from fastai.callback.progress import ProgressCallback
 from xray_fastai.evaluate import classification_scores
 from xray_fastai.learner import pick_threshold
-from xray_fastai.experiments import train_classifier, mean_std, hardware
+from xray_fastai.experiments import train_classifier, mean_std, ResultsWriter
 from xray_fastai.shift import LEVERS, lever_settings, adapt_bn, em_prior, prior_corrected, expected_calibration_error, fit_temperature, with_temperature
 
 ORDER = ['base', 'weighted', 'undersample', 'test_share', 'per_image_norm', 'hist_equalize', 'photometric', 'lung_crop',
@@ -77,21 +76,20 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
     seeds = [int(s) for s in seeds.split(',')]
     base = dict(source=data, task=task, arch='vgg', size=size, epochs=epochs, lr=lr, bs=bs, balance='none', aug='report',
                 split='patient', learner_kwargs=dict(model_kwargs=dict(widths=(16, 32, 64, 128))))
-    start, rows, probs = time.perf_counter(), [], []
+    res, probs = ResultsWriter(name, out), []
     def keep(variant, seed, kind, valid, test, thr=None, **extra):
-        rows.append(dict(variant=variant, seed=seed, kind=kind, **scores(valid, test, thr), **extra))
+        res.add(dict(variant=variant, seed=seed, kind=kind, **scores(valid, test, thr), **extra))  # a stopped run keeps its rows
         for split, (p, t) in (('valid', valid), ('test', test)):
             ps = dict(p=p[:, 1]) if p.shape[1] == 2 else {f'p{i}': p[:, i] for i in range(p.shape[1])}
             probs.append(pd.DataFrame(dict(variant=variant, seed=seed, split=split, target=t, **ps)))
-        pd.DataFrame(rows).to_csv(out/f'{name}.csv', index=False)  # after every run: a stopped run keeps its rows
     for lever in names:
         for seed in seeds:
             learn, rec = train_classifier(seed=seed, **lever_settings(lever, base))
             tdl = learn.dls.test_split_dl()
             valid, test = preds(learn, learn.dls.valid), preds(learn, tdl)
             keep(lever, seed, KIND.get(lever, 'inductive'), valid, test, train_s=rec['train_s'])
-            base_thr = rows[-1].get('threshold')
-            r = rows[-1]
+            r = res.rows[-1]
+            base_thr = r.get('threshold')
             print(f"{lever} seed {seed}: test accuracy {r['test_accuracy']:.3f}, "
                   f"{'specificity' if task == 'binary' else 'NORMAL recall'} {r.get('test_specificity', r.get('test_recall_NORMAL')):.3f}", flush=True)
             if lever not in extras.split(','): continue
@@ -107,7 +105,7 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
             keep(f'{lever} + test BN statistics', seed, 'transductive (unlabeled test images)', valid, preds(learn, tdl), thr=base_thr)
     allp = pd.concat(probs, ignore_index=True)
     allp.to_csv(out/f'{name}_probs.csv.gz', index=False, float_format='%.5f')
-    runs = pd.DataFrame(rows)
+    runs = res.df
     pcols = ['p'] if 'p' in allp else sorted(c for c in allp if c.startswith('p') and c[1:].isdigit())
     for variant, g in allp[allp.split == 'test'].groupby('variant', sort=False):  # the seeds' mean probability: an ensemble
         n = g.seed.nunique()
@@ -118,22 +116,18 @@ def main(name:str='shift_levers_cpu', # Results file name under bench/results
         r = runs[runs.variant == variant]
         ens, ece = class_scores(p, t), expected_calibration_error(p, t)
         if task == 'multiclass':
-            rows.append(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in MULTI_COLS}, test_ece=ece))
+            res.add(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in MULTI_COLS}, test_ece=ece))
             continue
         thr = classification_scores(p, t, r.threshold.mean())  # the seeds' validation thresholds, averaged
-        rows.append(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in COLS},
+        res.add(dict(variant=f'{variant} (ensemble of {n})', seed=-1, kind=r.kind.iloc[0], **{f'test_{k}': ens[k] for k in COLS},
                          **{f'test_thr_{k}': thr[k] for k in COLS}, threshold=r.threshold.mean(), test_ece=ece))
-    df = pd.DataFrame(rows)
-    df.to_csv(out/f'{name}.csv', index=False)
+    df = res.df
     cols = ([f'test_{k}' for k in COLS[:4]] + ['test_thr_accuracy', 'test_thr_specificity'] if task == 'binary' else
             [f'test_{k}' for k in MULTI_COLS]) + ['valid_roc_auc', 'valid_ece', 'test_ece', 'train_s']
     table = mean_std(df, [c for c in cols if c in df], by=['kind', 'variant'])
-    cmd = 'python bench/shift.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-    md = (f"# Shift study: levers ({name})\n\nBase: {task}, vgg (widths 16-128), {size} px, {epochs} epochs, lr {lr}, bs {bs}, "
-          f"no balancing, the report's augmentation, patient split; seeds {seeds}. "
-          + ("Every threshold from validation (`test_thr_*`); `test_*` at the argmax. " if task == 'binary' else "Decisions at the argmax. ")
-          + f"Ensembles average the seeds' probabilities.\n\n"
-          f"Hardware: {hardware()}. Total wall time {time.perf_counter()-start:.0f} s.\n\nCommand: `{cmd}`\n\n"
-          f"```\n{table.to_string()}\n```\n")
-    (out/f'{name}.md').write_text(md)
+    about = (f"Base: {task}, vgg (widths 16-128), {size} px, {epochs} epochs, lr {lr}, bs {bs}, no balancing, the report's "
+             f"augmentation, patient split; seeds {seeds}. "
+             + ("Every threshold from validation (`test_thr_*`); `test_*` at the argmax. " if task == 'binary' else "Decisions at the argmax. ")
+             + "Ensembles average the seeds' probabilities.")
+    md = res.write(f"Shift study: levers ({name})", about, table)
     print(md)
