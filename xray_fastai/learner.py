@@ -103,6 +103,7 @@ class _SaveBest(SaveModelCallback):
     "`SaveModelCallback` that reloads the best weights only when they are on disk: `tta` calls `after_fit` after training is over"
     def _save(self, name):
         self.last_saved_path = join_path_file(name, self.path/self.model_dir, ext='.pth')
+        if rank_distrib(): return  # `Learner.save` writes on rank 0 only; opening the file on another rank would empty it
         _save_through_file(partial(self.learn.save, with_opt=self.with_opt), self.last_saved_path)
     def after_fit(self, **kwargs):
         if (self.path/self.model_dir/f'{self.fname}.pth').exists(): super().after_fit(**kwargs)
