@@ -21,7 +21,7 @@ from .experiments import protocol_learner, threshold_and_evaluate
 from .export import save_model
 
 # %% auto #0
-__all__ = ['is_rank0', 'world_size', 'one_process', 'train_distributed', 'main']
+__all__ = ['main', 'is_rank0', 'world_size', 'one_process', 'train_distributed']
 
 # %% ../nbs/12_distributed.ipynb #29f09e0c
 @patch
@@ -98,26 +98,4 @@ def train_distributed(data:str=None, # Data folder or CSV; None means `$XRAY_DAT
     return model_record(learn).test_report
 
 # %% ../nbs/12_distributed.ipynb #09ff4f9e
-@call_parse
-def main(data:str=None, # Data folder or CSV; default $XRAY_DATA, else the built-in phantoms
-         out:str='runs/distributed', # Folder for the model and the test report
-         task:str=DEFAULTS.task, # 'binary' or 'multiclass'
-         arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
-         size:int=DEFAULTS.size, # Image side in pixels
-         epochs:int=DEFAULTS.epochs, # Training epochs
-         lr:float=DEFAULTS.lr, # Peak (one-cycle) or starting (plateau) learning rate
-         bs:int=DEFAULTS.bs, # Batch size of each process: N processes train on N×bs images per step
-         aug:str=DEFAULTS.aug, # Augmentation preset
-         seed:int=DEFAULTS.seed, # Seed for the split, the shuffling and the initial weights (the same on every rank)
-         fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on CPUs, bf16/fp16 on GPUs)
-         balance:str=DEFAULTS.balance, # Class balancing of the training images
-         split:str=DEFAULTS.split, # Validation split: grouped by patient, or by image
-         valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
-         schedule:str=DEFAULTS.schedule, # Learning-rate schedule: 'one_cycle' or 'plateau'
-         threshold:str=DEFAULTS.threshold, # Binary task: how the decision threshold is picked on validation
-         sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
-        ):
-    "Train a chest X-ray classifier on every process of `accelerate launch -m xray_fastai.distributed`"
-    train_distributed(data, out, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, aug=aug, seed=seed,
-                      fast_precision=fast_precision, balance=balance, split=split, valid_pct=valid_pct, schedule=schedule,
-                      threshold=threshold, sensitivity=sensitivity)
+main = call_parse(train_distributed)  # `python -m xray_fastai.distributed`: the command line, from the docments above
