@@ -27,7 +27,7 @@ __all__ = ['BINARY', 'MULTICLASS', 'TASKS', 'SPLIT_NAMES', 'IMAGE_EXTS', 'DICOM_
            'balance_items', 'class_weights', 'shear_mat', 'Shear', 'shift_mat', 'Shift', 'broadcast_affine_grid',
            'XrayAffine', 'xray_aug_transforms', 'cache_key', 'xray_cache', 'TensorXray', 'PILXray', 'XrayImageBlock',
            'CachedXray', 'CachedXrayBlock', 'xray_stats', 'xray_datablock', 'normal_only_block', 'normal_only_items',
-           'DataRecord', 'data_record', 'xray_dataloaders', 'cache_on_device', 'download']
+           'CachedXrayDL', 'DataRecord', 'data_record', 'xray_dataloaders', 'cache_on_device', 'download']
 
 # %% ../nbs/01_data.ipynb #f9812733
 def xray_source(source:str|Path=None # A data path; None means `$XRAY_DATA`, else the built-in phantoms
@@ -602,6 +602,33 @@ def normal_only_items(df:pd.DataFrame # Items with an `is_valid` column
     if res.empty: raise XrayDataError("no NORMAL images outside the test split to train on")
     return res
 
+# %% ../nbs/01_data.ipynb #6f353284
+def _batch_reader(tl:TfmdLists):
+    "A function of item positions that returns `tl`'s collated values in one step, for a cached image or a category column; else None"
+    fs = tl.tfms.fs
+    if len(fs) != 2 or not isinstance(fs[0], ColReader) or len(fs[0].cols) != 1: return None
+    r = fs[0]
+    if r.pref or r.suff or r.label_delim: return None
+    col = tl.items[r.cols[0]]
+    if isinstance(fs[1], CachedXray):
+        rows, reader = torch.as_tensor(col.to_numpy(), dtype=torch.long), fs[1]
+        return lambda idxs: TensorXray(reader.images[rows[idxs]])  # `images` read now: `cache_on_device` may have moved them
+    if isinstance(fs[1], Categorize):
+        codes = torch.tensor([fs[1].vocab.o2i[v] for v in col])
+        return lambda idxs: TensorCategory(codes[idxs])
+    return None
+
+class CachedXrayDL(TfmdDL):
+    "A `TfmdDL` that gathers each batch of cached images and labels with one tensor index instead of item by item"
+    def create_batches(self, samps):
+        tls = getattr(self.dataset, 'tls', [])
+        readers = [_batch_reader(tl) for tl in tls]
+        plain = all(isinstance(f, ToTensor) for f in self.after_item.fs) and not self.before_batch.fs  # nothing per item to skip
+        if self.prebatched or not plain or not any(readers): yield from super().create_batches(samps); return
+        for idxs in self.chunkify(samps):
+            idxs = list(idxs)
+            yield tuple(read(idxs) if read else fa_collate([tl[i] for i in idxs]) for tl, read in zip(tls, readers))
+
 # %% ../nbs/01_data.ipynb #a7914cae
 @dataclass
 class DataRecord:
@@ -654,6 +681,7 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
     block = (normal_only_block(size, stats, aug, images) if task == 'normal_only'
              else xray_datablock(task, size, stats, aug, images))
     set_seed(seed)
+    if cache: kwargs = {'dl_type': CachedXrayDL, 'num_workers': 0, **kwargs}  # a batch is one index: no work left for worker processes
     dls = block.dataloaders(fit, bs=bs, **kwargs)
     dls.xray = DataRecord(task, size, stats, items, class_weights(fit, label, TASKS[label]) if balance == 'weighted' else None)
     return dls
