@@ -611,7 +611,7 @@ def _batch_reader(tl:TfmdLists):
     if r.pref or r.suff or r.label_delim: return None
     col = tl.items[r.cols[0]]
     if isinstance(fs[1], CachedXray):
-        rows, reader = torch.as_tensor(col.to_numpy(), dtype=torch.long), fs[1]
+        rows, reader = torch.tensor(col.to_numpy(), dtype=torch.long), fs[1]
         return lambda idxs: TensorXray(reader.images[rows[idxs]])  # `images` read now: `cache_on_device` may have moved them
     if isinstance(fs[1], Categorize):
         codes = torch.tensor([fs[1].vocab.o2i[v] for v in col])
