@@ -1,4 +1,4 @@
-"""The foundations every chapter stands on: the default run, files written whole, the cache folder and the machine.
+"""The foundations every chapter stands on: the default run, files written whole, the cache folder, the machine and figures a reader can read.
 
 Docs: https://xray-fastai.github.io/xray_fastai/core.html.md"""
 
@@ -10,11 +10,13 @@ import os, platform, tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
-import torch
+import numpy as np, torch
+from fastcore.basics import patch
+from matplotlib.figure import Figure
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'THRESHOLD_METHODS', 'DEFAULTS', 'TrainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size',
-           'hardware']
+           'hardware', 'outlier_axes']
 
 # %% ../nbs/00_core.ipynb #af8eb5ab
 @dataclass(frozen=True)
@@ -92,3 +94,76 @@ def hardware() -> str:
     import fastai, xray_fastai
     return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
             f"xray_fastai {xray_fastai.__version__}, {platform.system()} {platform.release()}")
+
+# %% ../nbs/00_core.ipynb #46736cc1
+def _drawn_points(ax, d:str) -> list:
+    "(values, weights) along direction `d` ('x' or 'y') of the lines, scatter points and bars `ax` draws in data coordinates"
+    from matplotlib.collections import PathCollection
+    from matplotlib.container import BarContainer
+    i, res = 'xy'.index(d), []
+    def add(v, w, t):
+        if t.contains_branch_seperately(ax.transData)[i]:   # not an axvline's y, which is in axes coordinates
+            v = np.asarray(v, float).ravel(); res.append((v, np.broadcast_to(np.asarray(w, float), v.shape)))
+    for l in ax.lines:
+        if l.get_visible(): add(l.get_xydata()[:, i], 1., l.get_transform())
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and c.get_visible(): add(np.asarray(c.get_offsets())[:, i], 1., c.get_offset_transform())
+    for bars in (c for c in ax.containers if isinstance(c, BarContainer)):
+        along = 'xy'.index('x' if bars.orientation == 'vertical' else 'y')   # the axis the bars' bases lie on
+        for p in bars.patches:
+            if not p.get_visible(): continue
+            (x0, y0), (x1, y1) = p.get_bbox().get_points()
+            ends, length = ((x0, x1), abs(y1-y0)) if i == 0 else ((y0, y1), abs(x1-x0))
+            add(ends, length/2 if i == along else 1., p.get_data_transform())
+    return res
+
+def _central_span(v:np.ndarray, w:np.ndarray, share:float) -> float:
+    "Width of the central `share` of values `v` weighted by `w`: from its lower to its upper quantile (inverse CDF)"
+    o = np.argsort(v); v, c = v[o], np.cumsum(w[o])
+    lo, hi = np.searchsorted(c, [(1-share)/2*c[-1], (1+share)/2*c[-1]])
+    return v[min(hi, len(v)-1)] - v[lo]
+
+def outlier_axes(fig:Figure, # A matplotlib figure
+                 share:float=0.98, # The central share of what is drawn that should fill the axis; the rest may be outliers
+                 min_fill:float=0.1, # Flag an axis direction when that share fills less than this fraction of it
+                ) -> list: # One line per flagged direction: the axes (index and title), how much of which axis the data fill
+    "Axis directions of `fig` stretched by outliers: the central `share` of the drawn data fills less than `min_fill` of them"
+    res = []
+    for n, ax in enumerate(fig.axes):
+        for d in 'xy':
+            pts = [p for a in getattr(ax, f'get_shared_{d}_axes')().get_siblings(ax) for p in _drawn_points(a, d)]
+            if not pts: continue
+            v, w = map(np.concatenate, zip(*pts))
+            if getattr(ax, f'get_{d}scale')() == 'log': v = np.where(v > 0, v, np.nan)
+            scale = getattr(ax, f'{d}axis').get_transform()   # the axis's scale: log10 on a log axis
+            v = scale.transform(v)
+            ok = np.isfinite(v) & (w > 0)
+            if not ok.any(): continue
+            lo, hi = scale.transform(np.array(getattr(ax, f'get_{d}lim')()))
+            if (fill := _central_span(v[ok], w[ok], share)/abs(hi-lo)) < min_fill:
+                title = (ax.get_title() or ax.get_title('left')).split('\n')[0]
+                res.append(f"axes {n}{f' ({title!r})' if title else ''}: {share:.0%} of the data fill {fill:.1%} of the {d} axis")
+    return res
+
+# %% ../nbs/00_core.ipynb #c1bc059a
+_flagged = []   # what the figures shown by the running cell were flagged for
+
+def _start_cell(info=None): _flagged.clear()
+
+def _check_cell(result=None):
+    "After a cell: under nbdev-test (`IN_TEST`), a cell that showed a figure stretched by outliers fails, in one line"
+    flags = list(dict.fromkeys(_flagged)); _flagged.clear()
+    if flags and result is not None and result.error_in_exec is None and os.environ.get('IN_TEST'):
+        result.error_in_exec = ValueError(f"a figure's axis is stretched by outliers ({'; '.join(flags)}): "
+                                          "use robust axis limits, a log scale, or clip and say how many were clipped")
+
+@patch
+def _repr_mimebundle_(self:Figure, include=None, exclude=None):
+    "IPython's display protocol: no data of its own (the inline backend draws the figure), `outlier_axes` in the metadata"
+    from IPython import get_ipython
+    flags = outlier_axes(self)
+    if (shell := get_ipython()) is not None and _check_cell not in shell.events.callbacks['post_run_cell']:
+        _flagged.clear()   # a new shell (the next notebook of nbdev-test's process): nothing of the last one carries over
+        shell.events.register('pre_run_cell', _start_cell); shell.events.register('post_run_cell', _check_cell)
+    _flagged.extend(flags)
+    return {}, {'xray_outlier_axes': flags}
