@@ -4,10 +4,12 @@ The notebooks go through nbdev's own docs processing (`FilterDefaults`: frontmat
 after every exported function and class and executed, hidden cells and exported sources removed, links to
 symbols added), the same steps `nbdev-docs` runs before handing the notebooks to Quarto. Only imports,
 exported cells and `show_doc` cells are executed; every other output (figures included) is the one stored
-in the notebook. The processed notebooks are then written as static HTML pages, one per chapter in
-`sidebar.yml`'s order, with a chapter list, an in-page table of contents and previous/next links.
+in the notebook. Each figure's `<img>` carries what the figure check of the run that drew it recorded
+(`data-outlier-axes`, from the output's `xray_outlier_axes` metadata; see `xray_fastai.core.outlier_axes`).
+The processed notebooks are then written as static HTML pages, one per chapter in `sidebar.yml`'s order, with
+a chapter list, an in-page table of contents and previous/next links.
 """
-import argparse, ast, base64, hashlib, html, os, re, shutil, sys
+import argparse, ast, base64, hashlib, html, json, os, re, shutil, sys
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -151,11 +153,13 @@ class Page:
     def __init__(self, md:Renderer, out:Path):
         self.md, self.out = md, out
 
-    def figure(self, data:str, ext:str, alt:str) -> str:
+    def figure(self, data:str, ext:str, alt:str, outlier_axes:list=None) -> str:
+        "A figure's `<img>`; `outlier_axes`: what the notebook run's check (`core.outlier_axes`) said of it, None if unchecked"
         raw = data.encode() if ext == 'svg' else base64.b64decode(data)
         name = f'figures/{hashlib.sha256(raw).hexdigest()[:16]}.{ext}'
         (self.out/name).write_bytes(raw)
-        return f'<figure><img src="{name}" alt="{html.escape(alt)}"></figure>'
+        check = '' if outlier_axes is None else f' data-outlier-axes="{html.escape(json.dumps(list(outlier_axes)))}"'
+        return f'<figure><img src="{name}" alt="{html.escape(alt)}"{check}></figure>'
 
     def output(self, o, d:dict) -> str:
         if o.output_type == 'stream': return _pre(_text(o.text), f'output {o.name}')
@@ -165,7 +169,7 @@ class Page:
             return f'<div class="api">{self.md(_text(data["text/markdown"]), api=True)}</div>'
         alt = d.get('fig-cap') or d.get('fig-alt') or 'figure'
         for mime, ext in (('image/png', 'png'), ('image/jpeg', 'jpg'), ('image/svg+xml', 'svg')):
-            if mime in data: return self.figure(_text(data[mime]), ext, alt)
+            if mime in data: return self.figure(_text(data[mime]), ext, alt, o.get('metadata', {}).get('xray_outlier_axes'))
         if 'text/html' in data: return f'<div class="output html">{_text(data["text/html"])}</div>'
         if 'text/markdown' in data: return f'<div class="output markdown">{self.md(_text(data["text/markdown"]))}</div>'
         if 'text/plain' in data: return _pre(_text(data['text/plain']), 'output')
