@@ -184,8 +184,8 @@ Epoch 1/1 : |██████████████████████�
 </main></body></html>"""
 
 def test_page_checks_catch_a_bad_page(site, server, browser):
-    "The checks below fail on a page with a progress staircase, a warning with a machine path, a clipped table, a figure
-    stretched by an outlier and one that was not checked"
+    """The checks below fail on a page with a progress staircase, a warning with a machine path, a clipped table, a figure
+    stretched by an outlier and one that was not checked"""
     bad = site/'canary'/'bad.html'
     bad.parent.mkdir(exist_ok=True)
     bad.write_text(_bad_page)
