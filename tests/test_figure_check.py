@@ -55,3 +55,19 @@ def test_nbdev_test_fails_a_cell_that_shows_a_stretched_figure(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "ValueError: a figure's axis is stretched by outliers (axes 0: 98% of the data fill 9.1% of the x axis): " in err
     assert 'While Executing Cell #2:' in err and err.count('stretched by outliers') == 1
+
+def test_the_anomaly_histogram_that_started_it_is_flagged_and_its_fix_is_not():
+    "The published test scores of the opacity embedding density (seed 0): a plain histogram drew them over 0 to 316,888"
+    import matplotlib.pyplot as plt, pandas as pd
+    from xray_fastai.core import outlier_axes
+    from xray_fastai.experiments import published_results
+    from xray_fastai.anomaly import plot_score_hist
+    s = pd.read_csv(published_results('anomaly_cpu_scores_seed0.csv'))
+    test = s[s['set'] == 'test']
+    scores = test['opacity embedding density'].to_numpy()
+    fig, ax = plt.subplots()
+    counts = ax.hist(scores, 30)[0]
+    assert (len(scores), round(scores.max()), counts[0]) == (624, 316888, 611)   # all but 13 in the first bar
+    assert outlier_axes(fig) == ['axes 0: 98% of the data fill 12.1% of the x axis']
+    assert outlier_axes(plot_score_hist({'opacity embedding density': scores}, test)) == []   # the chapter's figure
+    plt.close('all')

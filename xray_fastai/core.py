@@ -125,7 +125,7 @@ def _central_span(v:np.ndarray, w:np.ndarray, share:float) -> float:
 
 def outlier_axes(fig:Figure, # A matplotlib figure
                  share:float=0.98, # The central share of what is drawn that should fill the axis; the rest may be outliers
-                 min_fill:float=0.1, # Flag an axis direction when that share fills less than this fraction of it
+                 min_fill:float=0.15, # Flag an axis direction when that share fills less than this fraction of it
                 ) -> list: # One line per flagged direction: the axes (index and title), how much of which axis the data fill
     "Axis directions of `fig` stretched by outliers: what is drawn spans them, but its central `share` fills less than `min_fill`"
     res = []
