@@ -30,7 +30,7 @@ def test_exec_nb_stores_the_check_and_the_site_shows_it(tmp_path):
     "`exec_nb` (how stored outputs are made) records the check with each figure; nothing fails outside nbdev-test"
     nb_path = _write_nb(tmp_path/'figs.ipynb', _setup, _stretched, _fine)
     env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'} | {'PYTHONPATH': str(root)}
-    subprocess.run(['exec_nb', nb_path.name, '--dest', nb_path.name], cwd=tmp_path, env=env, check=True)
+    subprocess.run([str(Path(sys.executable).parent/'exec_nb'), nb_path.name, '--dest', nb_path.name], cwd=tmp_path, env=env, check=True)
     nb = json.loads(nb_path.read_text())
     assert [o for c in nb['cells'] for o in c['outputs'] if o['output_type'] == 'error'] == []
     clean_nb(nb, allowed_out_metadata_keys=get_config().allowed_out_metadata_keys)   # what `nbdev-clean` keeps of it
