@@ -10,11 +10,10 @@ import os, platform, tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
-import torch
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'THRESHOLD_METHODS', 'DEFAULTS', 'TrainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size',
-           'hardware']
+__all__ = ['DEFAULTS', 'BINARY', 'MULTICLASS', 'TASKS', 'BALANCE', 'SPLITS', 'AUG_PRESETS', 'SCHEDULES', 'THRESHOLD_METHODS',
+           'TrainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size', 'hardware']
 
 # %% ../nbs/00_core.ipynb #af8eb5ab
 @dataclass(frozen=True)
@@ -42,10 +41,21 @@ class TrainSettings:
         d['threshold_method'] = d.pop('threshold')  # `threshold` in a results row is the chosen value
         return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, tuple))}
 
+DEFAULTS = TrainSettings()
+
+# %% ../nbs/00_core.ipynb #24424477
+BINARY = ['NORMAL', 'PNEUMONIA']
+MULTICLASS = ['NORMAL', 'BACTERIA', 'VIRUS']
+TASKS = {'binary': BINARY, 'multiclass': MULTICLASS}  # each task's classes, in the models' output order
+BALANCE = ('none', 'undersample', 'oversample', 'weighted')  # or a PNEUMONIA share in (0, 1)
+SPLITS = ('patient', 'report')  # validation held out by patient, or by image as in the report
+AUG_PRESETS = {  # the largest rotation (degrees), zoom, shear, shift (share of the side) and lighting change of each preset
+    'none':   dict(max_rotate=0., max_zoom=1., max_shear=0., max_shift=0., max_lighting=0.),
+    'light':  dict(max_rotate=5., max_zoom=1.05, max_shear=0.05, max_shift=0.05, max_lighting=0.1),
+    'report': dict(max_rotate=10., max_zoom=1.1, max_shear=0.1, max_shift=0.1, max_lighting=0.2),
+}
 SCHEDULES = ('one_cycle', 'plateau')  # learning-rate schedules of `fit_xray`
 THRESHOLD_METHODS = ('youden', 'sensitivity')  # how `pick_threshold` chooses the binary decision threshold
-
-DEFAULTS = TrainSettings()
 
 # %% ../nbs/00_core.ipynb #7680aed9
 def umask() -> int:
@@ -83,12 +93,12 @@ def folder_size(folder:str|Path # Any folder
 # %% ../nbs/00_core.ipynb #f27725d7
 def hardware() -> str:
     "Where the runs happened: the device and library versions, in a line"
+    import torch, fastai, xray_fastai  # here: `core` stays light, so the command line's help and checks start at once
     if torch.cuda.is_available(): dev = f"GPU {torch.cuda.get_device_name(0)}"
     else:
         cpu = platform.processor() or platform.machine()
         try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
         except (OSError, StopIteration): pass
         dev = f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    import fastai, xray_fastai
     return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
             f"xray_fastai {xray_fastai.__version__}, {platform.system()} {platform.release()}")

@@ -18,6 +18,7 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.model_selection import GroupKFold
 from sklearn.manifold import TSNE, trustworthiness
 from .phantoms import cache_dir
+from .core import *
 from .data import *
 from .models import embedding_layer, body_stages, eval_mode
 from .evaluate import classification_scores, plot_confusion
