@@ -16,9 +16,10 @@ matplotlib.use('agg')
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 from fastai.basics import *
+from xray_fastai.core import TrainSettings
 from xray_fastai.data import cache_on_device, xray_dataloaders, xray_items, xray_source
-from xray_fastai.learner import xray_learner, training_log, model_record
-from xray_fastai.experiments import fit_and_evaluate, hardware
+from xray_fastai.learner import model_record
+from xray_fastai.experiments import protocol_learner, fit_and_evaluate, hardware
 from xray_fastai.embeddings import get_embeddings, fit_knn, knn_vs_head, embedding_map, plot_map
 from xray_fastai.explain import GradCAM, cam_grid
 
@@ -38,12 +39,11 @@ def time_to(log:pd.DataFrame, seconds:list, metric:str, target:float) -> float|N
 def classifier(items, task, out, args) -> tuple:
     "Train and evaluate a classifier; its learner and a record of timing and scores"
     start = time.perf_counter()
-    dls = cache_on_device(xray_dataloaders(items, task=task, size=args.size, bs=args.bs, aug='report', num_workers=0,
-                                           device=args.device))
-    set_seed(0)
-    learn = xray_learner(dls, args.arch)
+    s = TrainSettings(task=task, arch=args.arch, size=args.size, epochs=args.epochs, lr=args.lr, bs=args.bs, aug='report', seed=0)
+    learn = protocol_learner(items, s, num_workers=0, device=args.device)
+    dls = cache_on_device(learn.dls)
     clock = EpochClock(); learn.add_cb(clock)
-    with learn.no_bar(): rec = fit_and_evaluate(learn, args.epochs, args.lr, folder=out/task)
+    with learn.no_bar(): rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=out/task)
     learn.remove_cb(clock)
     log = model_record(learn).training_log.assign(seconds=np.round(clock.seconds, 1))
     log.to_csv(out/task/'training_log.csv', index=False)
@@ -78,7 +78,7 @@ def anomaly_task(items, out, args) -> dict:
                               ('opacity embedding density', anomaly.opacity_learner, lambda m: anomaly.FeatureDensity(m).fit(dls))):
         set_seed(0)
         learn = make(dls)
-        with learn.no_bar(): learn.fit_one_cycle(args.epochs, args.lr)
+        with learn.no_bar(): anomaly.fit_timed(learn, args.epochs, args.lr)  # one-cycle, then back to float32
         scores[name] = score(learn.model)
     table, _ = anomaly.anomaly_results(scores, dls)
     res = {r['variant']: {k: round(r[f'test_{k}'], 4) for k in ('auroc', 'auprc', 'accuracy', 'sensitivity', 'specificity')}
