@@ -110,18 +110,18 @@ def main(out:str='gpu_results', # Folder for results.json, results.md and the fi
          arch:str='vgg', # Classifier architecture
          target:float=0.92, # Validation accuracy whose time-to-reach is reported for the binary task
          device:str=None, # 'cuda' or 'cpu'; the GPU when there is one
-         quick:bool=False, # Smoke test: 40 images per class and split, 1 epoch
+         quick:bool=False, # Smoke test: 40 images per class and split, 1 epoch, batches of at most 16
         ):
     "The binary, multiclass, embeddings, anomaly and Grad-CAM tasks on one device, timed"
     start = time.perf_counter()
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    args = AttrDict(size=size, epochs=1 if quick else epochs, bs=bs, lr=lr, arch=arch, target=target, device=device)
+    args = AttrDict(size=size, epochs=1 if quick else epochs, bs=min(bs, 16) if quick else bs, lr=lr, arch=arch, target=target, device=device)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     source = xray_source(data)
     items = quick_items(source) if quick else xray_items(source)
     res = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else hardware(), hardware=hardware(),
                command='python bench/gpu_pipeline.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]),
-               data=str(source), images=len(items), size=size, bs=bs, arch=arch, epochs=args.epochs, mixed_precision=True)
+               data=str(source), images=len(items), size=size, bs=args.bs, arch=arch, epochs=args.epochs, mixed_precision=True)
     def record(name, value):
         res[name] = value
         print(f"{name}: {value}", flush=True)
@@ -134,7 +134,7 @@ def main(out:str='gpu_results', # Folder for results.json, results.md and the fi
     res['total_s'] = round(time.perf_counter() - start, 1)
     (out/'results.json').write_text(json.dumps(res, indent=2, default=str))
     md = [f"# Five tasks on {res['device']}\n", f"Command: `{res['command']}`\n", f"Hardware: {res['hardware']}\n",
-          f"Data: {res['data']} ({res['images']} images), {size} px, bs {bs}, {arch}, {args.epochs} epoch(s) per model, "
+          f"Data: {res['data']} ({res['images']} images), {size} px, bs {args.bs}, {arch}, {args.epochs} epoch(s) per model, "
           f"mixed precision, images cached on {device.type}. Total {res['total_s']} s.\n"]
     for k in ('binary', 'multiclass', 'embeddings', 'anomaly', 'gradcam'):
         md.append(f"## {k}\n\n" + '\n'.join(f"- {n}: {v}" for n, v in res[k].items()) + '\n')
