@@ -288,25 +288,25 @@ def macro_f1(confusion:list # Confusion matrix, rows = true classes
 def _test_scores(prefix:str, s:dict) -> dict:
     return {f'{prefix}_{k}': macro_f1(s['confusion']) if k == 'f1_macro' else s[k] for k in KNN_SCORES}
 
-def _procedure_embeddings(learn:Learner, procedures:dict, n_views:int, **kwargs) -> dict:
+def _procedure_embeddings(learn:Learner, procedures:dict, n_views:int, progress:bool, **kwargs) -> dict:
     "{set: {layer name: `Embeddings`}} of the body's last two stages and the embedding layer; 'views' for the layers a 'views' memory uses"
     named = dict([*body_stages(learn.model)[-2:], ('embedding', embedding_layer(learn.model))])
-    embs = {s: dict(zip(named, get_layer_embeddings(learn, s, list(named.values()), **kwargs).values())) for s in ('train', 'valid', 'test')}
+    embs = {s: dict(zip(named, get_layer_embeddings(learn, s, list(named.values()), progress=progress, **kwargs).values())) for s in ('train', 'valid', 'test')}
     views = list(dict.fromkeys(l for layers, _, memory in procedures.values() if memory == 'views' for l in layers))
     if views:
-        aug = augmented_embeddings(learn, n_views, [named[l] for l in views], progress=kwargs['progress'])
+        aug = augmented_embeddings(learn, n_views, [named[l] for l in views], progress=progress)
         embs['views'] = dict(zip(views, aug.values()))
     return embs
 
-@delegates(get_layer_embeddings, but=['learn', 'dl', 'layers'])
+@delegates(get_layer_embeddings, but=['learn', 'dl', 'layers', 'progress'])
 def knn_procedures_vs_head(learn:Learner, # A trained classifier (back in float32, as `fit_and_evaluate` leaves it)
                            procedures:dict=KNN_PROCEDURES, # name -> (layers, `fit_knn` settings with `by`, memory 'train' or 'views')
                            n_views:int=4, # Augmented views of each fitting image in the 'views' memory
-                           **kwargs, # Passed to `get_layer_embeddings` (e.g. `cache`, `folder`); no progress bar by default
+                           progress:bool=False, # Show progress bars while extracting
+                           **kwargs, # Passed to `get_layer_embeddings` (e.g. `cache`, `folder`)
                           ) -> dict: # One flat row: test scores, gaps, choices and validation accuracies
     "Test scores of the head and of each kNN procedure (chosen on validation) on `learn`'s embeddings, with their validation accuracies"
-    kwargs = {'progress': False, **kwargs}
-    embs = _procedure_embeddings(learn, procedures, n_views, **kwargs)
+    embs = _procedure_embeddings(learn, procedures, n_views, progress, **kwargs)
     vprobs, vy = learn.get_preds(dl=split_dl(learn.dls, 'valid'))
     row = dict(head_valid_accuracy=skm.accuracy_score(vy, vprobs.argmax(1)))
     for name, (layers, kw, memory) in procedures.items():
