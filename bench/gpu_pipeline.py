@@ -16,9 +16,10 @@ matplotlib.use('agg')
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 from fastai.basics import *
+from xray_fastai.core import TrainSettings
 from xray_fastai.data import cache_on_device, xray_dataloaders, xray_items, xray_source
-from xray_fastai.learner import xray_learner, training_log, model_record
-from xray_fastai.experiments import fit_and_evaluate, hardware
+from xray_fastai.learner import model_record
+from xray_fastai.experiments import protocol_learner, fit_and_evaluate, hardware
 from xray_fastai.embeddings import get_embeddings, fit_knn, knn_vs_head, embedding_map, plot_map
 from xray_fastai.explain import GradCAM, cam_grid
 
@@ -38,12 +39,11 @@ def time_to(log:pd.DataFrame, seconds:list, metric:str, target:float) -> float|N
 def classifier(items, task, out, args) -> tuple:
     "Train and evaluate a classifier; its learner and a record of timing and scores"
     start = time.perf_counter()
-    dls = cache_on_device(xray_dataloaders(items, task=task, size=args.size, bs=args.bs, aug='report', num_workers=0,
-                                           device=args.device))
-    set_seed(0)
-    learn = xray_learner(dls, args.arch)
+    s = TrainSettings(task=task, arch=args.arch, size=args.size, epochs=args.epochs, lr=args.lr, bs=args.bs, aug='report', seed=0)
+    learn = protocol_learner(items, s, num_workers=0, device=args.device)
+    dls = cache_on_device(learn.dls)
     clock = EpochClock(); learn.add_cb(clock)
-    with learn.no_bar(): rec = fit_and_evaluate(learn, args.epochs, args.lr, folder=out/task)
+    with learn.no_bar(): rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=out/task)
     learn.remove_cb(clock)
     log = model_record(learn).training_log.assign(seconds=np.round(clock.seconds, 1))
     log.to_csv(out/task/'training_log.csv', index=False)
@@ -78,7 +78,7 @@ def anomaly_task(items, out, args) -> dict:
                               ('opacity embedding density', anomaly.opacity_learner, lambda m: anomaly.FeatureDensity(m).fit(dls))):
         set_seed(0)
         learn = make(dls)
-        with learn.no_bar(): learn.fit_one_cycle(args.epochs, args.lr)
+        with learn.no_bar(): anomaly.fit_timed(learn, args.epochs, args.lr)  # one-cycle, then back to float32
         scores[name] = score(learn.model)
     table, _ = anomaly.anomaly_results(scores, dls)
     res = {r['variant']: {k: round(r[f'test_{k}'], 4) for k in ('auroc', 'auprc', 'accuracy', 'sensitivity', 'specificity')}
@@ -110,18 +110,18 @@ def main(out:str='gpu_results', # Folder for results.json, results.md and the fi
          arch:str='vgg', # Classifier architecture
          target:float=0.92, # Validation accuracy whose time-to-reach is reported for the binary task
          device:str=None, # 'cuda' or 'cpu'; the GPU when there is one
-         quick:bool=False, # Smoke test: 40 images per class and split, 1 epoch
+         quick:bool=False, # Smoke test: 40 images per class and split, 1 epoch, batches of at most 16
         ):
     "The binary, multiclass, embeddings, anomaly and Grad-CAM tasks on one device, timed"
     start = time.perf_counter()
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    args = AttrDict(size=size, epochs=1 if quick else epochs, bs=bs, lr=lr, arch=arch, target=target, device=device)
+    args = AttrDict(size=size, epochs=1 if quick else epochs, bs=min(bs, 16) if quick else bs, lr=lr, arch=arch, target=target, device=device)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     source = xray_source(data)
     items = quick_items(source) if quick else xray_items(source)
     res = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else hardware(), hardware=hardware(),
                command='python bench/gpu_pipeline.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]),
-               data=str(source), images=len(items), size=size, bs=bs, arch=arch, epochs=args.epochs, mixed_precision=True)
+               data=str(source), images=len(items), size=size, bs=args.bs, arch=arch, epochs=args.epochs, mixed_precision=True)
     def record(name, value):
         res[name] = value
         print(f"{name}: {value}", flush=True)
@@ -134,7 +134,7 @@ def main(out:str='gpu_results', # Folder for results.json, results.md and the fi
     res['total_s'] = round(time.perf_counter() - start, 1)
     (out/'results.json').write_text(json.dumps(res, indent=2, default=str))
     md = [f"# Five tasks on {res['device']}\n", f"Command: `{res['command']}`\n", f"Hardware: {res['hardware']}\n",
-          f"Data: {res['data']} ({res['images']} images), {size} px, bs {bs}, {arch}, {args.epochs} epoch(s) per model, "
+          f"Data: {res['data']} ({res['images']} images), {size} px, bs {args.bs}, {arch}, {args.epochs} epoch(s) per model, "
           f"mixed precision, images cached on {device.type}. Total {res['total_s']} s.\n"]
     for k in ('binary', 'multiclass', 'embeddings', 'anomaly', 'gradcam'):
         md.append(f"## {k}\n\n" + '\n'.join(f"- {n}: {v}" for n, v in res[k].items()) + '\n')

@@ -10,12 +10,11 @@ fact). Example:
 
     XRAY_DATA=../shared/data/chest_xray python bench/shift_choice.py --name shift_multi_cpu64 --task multiclass
 """
-import shlex, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
 from xray_fastai.data import xray_source, xray_items, xray_dataloaders
-from xray_fastai.experiments import hardware
+from xray_fastai.experiments import ResultsWriter
 from xray_fastai.shift import LEVERS, domain_classifier, importance_weights, choose_lever
 
 @call_parse
@@ -27,6 +26,7 @@ def main(name:str='shift_levers_cpu64', # A study of bench/shift.py under bench/
         ):
     "Apply the shift protocol's rules A and B to the study NAME"
     out = Path(__file__).parent/'results'
+    writer = ResultsWriter(f'{name}_choice', out)
     runs, probs = pd.read_csv(out/f'{name}.csv'), pd.read_csv(out/f'{name}_probs.csv.gz')
     items = xray_items(xray_source(data))
     dc = domain_classifier(items)
@@ -46,17 +46,12 @@ def main(name:str='shift_levers_cpu64', # A study of bench/shift.py under bench/
             rows.append(dict(variant=variant, seed=int(seed), valid_accuracy=ok.mean(),
                              valid_balanced_accuracy=np.mean([ok[targets == c].mean() for c in np.unique(targets)]),
                              valid_weighted_accuracy=np.average(ok, weights=w[paths].values)))
-    ch = pd.DataFrame(rows).merge(runs[['variant', 'seed', 'kind', 'valid_roc_auc', 'test_accuracy']], on=['variant', 'seed'])
-    ch.to_csv(out/f'{name}_choice.csv', index=False)
+    ch = writer.add(pd.DataFrame(rows).merge(runs[['variant', 'seed', 'kind', 'valid_roc_auc', 'test_accuracy']], on=['variant', 'seed']))
     a, b, c = (choose_lever(ch, score=k) for k in ('valid_roc_auc', 'valid_weighted_accuracy', 'valid_balanced_accuracy'))
     ind = ch[(ch.kind == 'inductive') & ch.variant.isin(LEVERS)].groupby('variant')[['valid_roc_auc', 'valid_accuracy', 'valid_weighted_accuracy', 'valid_balanced_accuracy', 'test_accuracy']].mean()
     rho = ind.corr(method='spearman')['test_accuracy'].drop('test_accuracy')
-    cmd = 'python bench/shift_choice.py ' + ' '.join(shlex.quote(o) for o in sys.argv[1:])
-    md = (f"# Shift protocol's choices for {name}\n\nRule A (mean validation AUC): **{a}**. Rule B (importance-weighted "
-          f"validation accuracy; weights from the label-free domain classifier, AUC {dc['auc']:.3f}): **{b}**. Rule C (mean "
-          f"validation balanced accuracy at the argmax): **{c}**.\n\n"
-          f"After the fact, Spearman correlation over the inductive levers between each validation score and test accuracy: "
-          + ', '.join(f"{k} {v:+.2f}" for k, v in rho.items()) + f".\n\nHardware: {hardware()}.\n\nCommand: `{cmd}`\n\n"
-          f"```\n{ind.round(4).sort_values('valid_weighted_accuracy', ascending=False).to_string()}\n```\n")
-    (out/f'{name}_choice.md').write_text(md)
-    print(md)
+    print(writer.write(f"Shift protocol's choices for {name}", f"Rule A (mean validation AUC): **{a}**. Rule B (importance-weighted "
+                       f"validation accuracy; weights from the label-free domain classifier, AUC {dc['auc']:.3f}): **{b}**. Rule C (mean "
+                       f"validation balanced accuracy at the argmax): **{c}**.\n\nAfter the fact, Spearman correlation over the inductive "
+                       "levers between each validation score and test accuracy: " + ', '.join(f"{k} {v:+.2f}" for k, v in rho.items()) + ".",
+                       ind.round(4).sort_values('valid_weighted_accuracy', ascending=False)))

@@ -87,6 +87,18 @@ def test_help_and_version_print_no_warning():
         assert res.returncode == 0 and res.stderr == '', (args, res.stderr)
     assert '--version' in cli('--help', check=0).stdout
 
+def test_help_and_option_errors_do_not_load_the_library():
+    "`--help`, `--version` and a bad option answer before torch and fastai load (importing them takes seconds)"
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+    code = ("import sys, contextlib, io\nfrom xray_fastai.cli import main\n"
+            "for a in (['--help'], ['--version'], ['train', '--help'], ['report', '--help'], ['predict', '--help'], ['train', '--task', 'nope']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "        try: main(a)\n"
+            "        except SystemExit: pass\n"
+            "print(*[m for m in ('torch', 'fastai', 'sklearn', 'matplotlib') if m in sys.modules])")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0 and res.stdout.strip() == '', (res.stdout, res.stderr)
+
 def test_predict_prints_a_row_per_image_and_writes_csv(run):
     csv = run['tmp']/'pred.csv'
     res = cli('predict', run['out'], run['data']/'test', '--csv', csv, '--cpu', check=0)
@@ -244,14 +256,14 @@ def test_predict_non_utf8_file_names(run, tmp_path):
 
 def test_system_errors(monkeypatch, capsys):
     "A full disk or a refused permission is one line with what to do; any other OSError is a bug and keeps its traceback"
-    from xray_fastai import cli as cli_mod
+    from xray_fastai import export  # where `predict` takes `load_model` from when it runs
     def full(*a, **kw): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/data/run/model.safetensors')
-    monkeypatch.setattr(cli_mod, 'load_model', full)
+    monkeypatch.setattr(export, 'load_model', full)
     assert main(['predict', 'model', 'x.jpeg']) == 2
     assert capsys.readouterr().err == ('xray-fastai predict: error: /data/run/model.safetensors: No space left on device; '
                                        'free some space, or write elsewhere (--out, XRAY_CACHE)\n')
     def io_error(*a, **kw): raise OSError(errno.EIO, os.strerror(errno.EIO), 'x')
-    monkeypatch.setattr(cli_mod, 'load_model', io_error)
+    monkeypatch.setattr(export, 'load_model', io_error)
     with pytest.raises(OSError): main(['predict', 'model', 'x.jpeg'])
 
 def test_torch_save_through_a_python_file_reports_a_full_disk():

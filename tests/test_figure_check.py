@@ -13,7 +13,7 @@ root = Path(__file__).parents[1]
 sys.path.insert(0, str(root/'tools'))
 from build_site import Page
 
-_setup = 'import numpy as np, matplotlib.pyplot as plt\nimport xray_fastai.core'
+_setup = 'import xray_fastai.core\nimport numpy as np, matplotlib.pyplot as plt'   # the toolkit first: the shell has loaded matplotlib
 _stretched = 'plt.hist(np.r_[np.linspace(0, 1, 999), 3e5]);'   # one score far out: every other one in the first bin
 _fine = 'plt.hist(np.random.default_rng(0).normal(size=1000), 30);'
 
@@ -46,15 +46,17 @@ def test_exec_nb_stores_the_check_and_the_site_shows_it(tmp_path):
     onb.cells[1].outputs[0].metadata = {}   # a figure stored before the check: no attribute, which the site test flags
     assert 'data-outlier-axes' not in page.output(onb.cells[1].outputs[0], {})
 
-def test_nbdev_test_fails_a_cell_that_shows_a_stretched_figure(tmp_path, capfd):
-    "nbdev-test runs several notebooks in one process: each one's figures are checked, and nothing carries over"
-    from nbdev.test import test_nb
+def test_nbdev_test_fails_a_cell_that_shows_a_stretched_figure(tmp_path):
+    "nbdev-test runs several notebooks in one process (as here): each one's figures are checked, and nothing carries over"
     fine, stretched = _write_nb(tmp_path/'fine.ipynb', _setup, _fine), _write_nb(tmp_path/'stretched.ipynb', _setup, _stretched, _fine)
     kept = _write_nb(tmp_path/'kept.ipynb', _setup, f'fig, ax = plt.subplots(); ax.{_stretched[4:-1]}\nplt.close(fig)', _fine)  # not shown: fine
-    assert [test_nb(f, profile=False)[0] for f in (fine, stretched, fine, kept)] == [True, False, True, True]
-    err = capfd.readouterr().err
-    assert "ValueError: a figure's axis is stretched by outliers (axes 0: 98% of the data fill 9.1% of the x axis): " in err
-    assert 'While Executing Cell #2:' in err and err.count('stretched by outliers') == 1
+    code = ("from nbdev.test import test_nb\n"
+            f"print([test_nb(f, profile=False)[0] for f in {[str(f) for f in (fine, stretched, fine, kept)]}])")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if k != 'IN_TEST'} | {'PYTHONPATH': str(root)})
+    assert res.stdout.split('\n')[-2] == '[True, False, True, True]', res.stderr[-3000:]
+    assert "ValueError: a figure's axis is stretched by outliers (axes 0: 98% of the data fill 9.1% of the x axis): " in res.stderr
+    assert 'While Executing Cell #2:' in res.stderr and res.stderr.count('stretched by outliers') == 1
 
 def test_the_anomaly_histogram_that_started_it_is_flagged_and_its_fix_is_not():
     "The published test scores of the opacity embedding density (seed 0): a plain histogram drew them over 0 to 316,888"

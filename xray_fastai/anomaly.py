@@ -6,6 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/anomaly.html.md"""
 
 # %% ../nbs/11_anomaly.ipynb #845d359e
 from __future__ import annotations
+import time
 import numpy as np, pandas as pd, torch, torch.nn.functional as F, sklearn.metrics as skm
 import matplotlib.pyplot as plt
 from fastcore.all import *
@@ -14,20 +15,23 @@ from fastai.layers import ConvLayer
 from fastai.callback.hook import hook_outputs
 from fastprogress.fastprogress import progress_bar
 from sklearn.covariance import LedoitWolf
+from safetensors.torch import save_file
 from .core import DEFAULTS
 from .data import *
-from .models import xray_model, eval_mode
+from .models import xray_model, eval_mode, body_stages
 from .precision import *
 from .learner import xray_metrics
 from .evaluate import classification_scores
 from .embeddings import extract_features, resolve_layer
+from .export import model_state
 
 # %% auto #0
-__all__ = ['RECONSTRUCTION_LOSSES', 'check_normal_only', 'anomaly_items', 'is_sick', 'ConvAutoencoder', 'ssim_map',
+__all__ = ['RECONSTRUCTION_LOSSES', 'AE_VARIANTS', 'check_normal_only', 'anomaly_items', 'is_sick', 'ConvAutoencoder', 'ssim_map',
            'ReconstructionLoss', 'KLDivergence', 'CorruptInput', 'autoencoder_learner', 'anomaly_learner',
            'anomaly_scores', 'ReconstructionScore', 'FeatureDensity', 'synthetic_opacity', 'PlantOpacity',
            'opacity_learner', 'ClassifierScore', 'PatchMemory', 'CombinedScore', 'normal_threshold', 'anomaly_report',
-           'anomaly_results', 'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
+           'anomaly_results', 'fit_timed', 'autoencoder_scores', 'autoencoder_variant_scores', 'opacity_scores',
+           'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
 
 # %% ../nbs/11_anomaly.ipynb #a6bdf5f6
 def check_normal_only(dls:DataLoaders # `DataLoaders` meant for training on healthy images
@@ -423,6 +427,69 @@ def anomaly_results(scores:dict, # Score name -> an anomaly score (see `anomaly_
         per_image[name] = np.concatenate([sv, st])
     images = pd.concat([valid.assign(set='valid'), test.assign(set='test')])[['path', 'set', 'binary', 'multiclass']]
     return pd.DataFrame(rows), images.assign(**per_image)
+
+# %% ../nbs/11_anomaly.ipynb #ca39153d
+def fit_timed(learn:Learner, # An anomaly model's learner, e.g. from `autoencoder_learner` or `opacity_learner`
+              epochs:int, # Training epochs
+              lr:float, # Peak learning rate
+             ) -> float: # Training seconds
+    "Train `learn` with one-cycle (`fit_xray`) and return it to full precision"
+    start = time.perf_counter()
+    learn.fit_xray(epochs, lr)
+    learn.to_full_precision()
+    return time.perf_counter() - start
+
+@delegates(autoencoder_learner, but=['dls'])
+def autoencoder_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
+                       seed:int=0, # Seed of the initial weights and the shuffling
+                       epochs:int=8, # Training epochs
+                       lr:float=3e-3, # Peak learning rate
+                       name:str='AE', # First word of the scores' names
+                       **kwargs, # Passed to `autoencoder_learner` (widths, loss, mask, noise, variational, ...)
+                      ) -> dict: # Score name -> (anomaly score, training seconds)
+    "Train an autoencoder; its reconstruction errors (MSE, SSIM) and its encoder's feature density"
+    set_seed(seed)
+    ae = autoencoder_learner(dls, **kwargs)
+    s = fit_timed(ae, epochs, lr)
+    return {f'{name} mse': (ReconstructionScore(ae.model, 'mse'), s),
+            f'{name} ssim': (ReconstructionScore(ae.model, 'ssim', 1/data_record(dls).stats[1]), s),
+            f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
+
+AE_VARIANTS = {'AE (mse loss)': dict(loss='mse'), 'AE (ssim loss)': dict(loss='ssim'), 'AE (mix loss)': dict(loss='mix'),
+               'AE (masked)': dict(mask=0.25), 'AE (denoising)': dict(noise=0.3), 'VAE': dict(variational=True)}
+
+@delegates(autoencoder_scores, but=['name'])
+def autoencoder_variant_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
+                               variants:dict=AE_VARIANTS, # Name -> `autoencoder_learner` settings
+                               **kwargs, # Passed to `autoencoder_scores` (seed, epochs, widths, ...)
+                              ) -> dict: # Score name -> (anomaly score, training seconds)
+    "`autoencoder_scores` of each variant: losses, masking, denoising, variational"
+    return merge(*[autoencoder_scores(dls, name=n, **kwargs, **kw) for n, kw in variants.items()])
+
+@delegates(opacity_learner, but=['dls'])
+def opacity_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
+                   seed:int=0, # Seed of the initial weights, the shuffling, the planted opacities and the patch memories
+                   epochs:int=14, # Training epochs
+                   lr:float=2e-3, # Peak learning rate
+                   keep:str|Path=None, # Save the model's weights here, as `opacity_{size}px_seed{seed}.safetensors`
+                   **kwargs, # Passed to `opacity_learner`
+                  ) -> dict: # Score name -> (anomaly score, training seconds)
+    "Train the synthetic-opacity model; its probability, feature densities, patch memories and sums of them"
+    set_seed(seed)
+    op = opacity_learner(dls, **kwargs)
+    s = fit_timed(op, epochs, lr)
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        save_file(model_state(op.model), Path(keep)/f'opacity_{data_record(dls).size}px_seed{seed}.safetensors')
+    prob, emb = ClassifierScore(op.model), FeatureDensity(op.model).fit(dls)
+    stages = [m for _, m in body_stages(op.model)]
+    body = FeatureDensity(op.model, stages).fit(dls)
+    patch2, patch3 = PatchMemory(op.model, stages[-2:], seed=seed).fit(dls), PatchMemory(op.model, stages[-3:], seed=seed).fit(dls)
+    singles = {'opacity model': prob, 'opacity embedding density': emb, 'opacity body density': body,
+               'opacity patch memory, last 2 stages': patch2, 'opacity patch memory, last 3 stages': patch3}
+    combined = {'opacity model + embedding density': [prob, emb], 'opacity model + body density': [prob, body],
+                'opacity model + both densities': [prob, emb, body], 'opacity model + patch memory, last 2 stages': [prob, patch2]}
+    return {**{n: (f, s) for n, f in singles.items()}, **{n: (CombinedScore(fs).fit(dls), s) for n, fs in combined.items()}}
 
 # %% ../nbs/11_anomaly.ipynb #03ce2b5f
 def show_reconstructions(score:ReconstructionScore, # The autoencoder's score (its model and error kind)

@@ -12,15 +12,11 @@ from typing import Annotated
 import pandas as pd
 from fastcore.script import anno_parser, CliError
 import xray_fastai
-with warnings.catch_warnings():  # fastai.layers compiles with `torch.jit.script`, which torch >= 2.10 deprecates: fastai's warning, not the user's
-    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
-    from xray_fastai.core import *
-    from xray_fastai.data import *
-    from xray_fastai.export import *
-    from xray_fastai.report import report
+from .core import *
+from .report import report
 
 # %% auto #0
-__all__ = ['REPORT_FILES', 'COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'FinalLines', 'main']
+__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'FinalLines', 'main']
 
 # %% ../nbs/08_cli.ipynb #76921f79
 def _choices(*cs) -> dict: return {'choices': list(cs)}
@@ -95,8 +91,11 @@ Epoch by epoch: [training_log.csv](training_log.csv). Model: [config.json](confi
     return md
 
 # %% ../nbs/08_cli.ipynb #e4eafe6b
-REPORT_FILES = (CONFIG, WEIGHTS, 'summary.md', 'metrics.json', 'per_class.csv', 'training_log.csv', 'confusion.png', 'roc.png',
-                'most_confused.png')
+def _run_files() -> tuple:
+    "The files `train` writes into its folder"
+    from xray_fastai.export import CONFIG, WEIGHTS
+    return (CONFIG, WEIGHTS, 'summary.md', 'metrics.json', 'per_class.csv', 'training_log.csv', 'confusion.png', 'roc.png',
+            'most_confused.png')
 
 def _check_arch(arch:str):
     "Refuse an architecture name that `xray_model` does not know, suggesting close ones, before any data is read"
@@ -110,12 +109,13 @@ def _check_arch(arch:str):
 def _check_out(out:Path, overwrite:bool, resume:bool):
     "Refuse an output folder that is a file, holds a run or files of the user's that training would replace, or is not writable"
     from xray_fastai.learner import CHECKPOINT
+    from xray_fastai.export import CONFIG
     if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for the model and the report")
     if (out/CONFIG).exists() and not overwrite: raise CliError(f"{out} already holds a model; choose another --out or pass --overwrite")
     if resume and not (out/CHECKPOINT).exists(): raise CliError(f"{out} holds no checkpoint of an interrupted run to resume")
     if (out/CHECKPOINT).exists() and not (resume or overwrite):
         raise CliError(f"{out} holds an interrupted run; pass --resume to continue it, or --overwrite to start afresh")
-    foreign = [f for f in REPORT_FILES if (out/f).exists()]
+    foreign = [f for f in _run_files() if (out/f).exists()]
     if foreign and not (overwrite or resume or (out/CONFIG).exists()):  # not a run of ours: the user's own files
         raise CliError(f"{out} holds {', '.join(foreign)}, which training would replace; choose another --out or pass --overwrite")
     try:  # now, not after an epoch of training
@@ -144,6 +144,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
+    from xray_fastai.export import MAX_SIZE
     start = time.perf_counter()
     command = _command if _command and _command.startswith('xray-fastai train') else f"train(data={data!r}, ...) from Python"
     for name, v, lo, hi in (('epochs', epochs, 1, math.inf), ('size', size, 16, MAX_SIZE), ('bs', bs, 2, math.inf),
@@ -155,9 +156,10 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     if threshold == 'sensitivity' and not 0 < sensitivity <= 1: raise CliError(f"--sensitivity must be in (0, 1], not {sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
     _check_arch(arch)
-    # here, not at the top: `predict` and `--help` start quicker without the training modules
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
     from xray_fastai.experiments import protocol_learner, fit_and_evaluate
+    from xray_fastai.data import xray_source, data_record
+    from xray_fastai.export import save_model
     settings = TrainSettings(task, arch, size, epochs, lr, bs, balance, aug, split, valid_pct, seed, schedule, threshold, sensitivity,
                              fast_precision)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
@@ -220,6 +222,8 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
             allow_pickle:bool=False, # Accept a fastai .pkl export as MODEL_DIR. Unpickling runs code from the file: only for files you trust
            ) -> pd.DataFrame: # One row per file: path, label, class probabilities, error
     "Predict chest X-ray images with a saved model"
+    from xray_fastai.data import IMAGE_EXTS
+    from xray_fastai.export import load_model
     if not paths: raise CliError("give at least one image file or folder to predict")
     if bs < 1: raise CliError(f"--bs must be at least 1, not {bs}")
     if csv:
@@ -293,6 +297,14 @@ def _plain_progress():
     if sys.stdout.isatty(): yield; return
     with contextlib.closing(FinalLines(sys.stdout)) as out, contextlib.redirect_stdout(out): yield
 
+def _load_library() -> type:
+    "Import the modules the commands run on (torch and fastai take seconds: `--help` and option errors do not wait for them); the toolkit's user-error class"
+    with warnings.catch_warnings():  # fastai.layers compiles with `torch.jit.script`, which torch >= 2.10 deprecates: fastai's warning, not the user's
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        from xray_fastai.data import XrayDataError
+        import xray_fastai.learner, xray_fastai.export
+    return XrayDataError
+
 _command = None  # the command line being run, for the report
 _space = "free some space, or write elsewhere (--out, XRAY_CACHE)"
 _USER_OS_ERRORS = {errno.ENOSPC: _space, errno.EDQUOT: _space, errno.EACCES: "check the file's permissions",
@@ -311,8 +323,9 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
         return 2
     global _command
     func, _command = COMMANDS[cmd], 'xray-fastai ' + ' '.join(shlex.quote(a) for a in argv)
-    ns = vars(_parser(func, cmd).parse_args(argv[1:]))  # --help and bad options exit here
+    ns = vars(_parser(func, cmd).parse_args(argv[1:]))  # --help and bad options exit here, before the library loads
     ns.pop('pdb', None); ns.pop('xtra', None)
+    XrayDataError = _load_library()
     try:
         with _plain_progress(): res = _call(func, ns)
     except (XrayDataError, CliError, ImportError) as e:  # XrayDataError: also XrayModelError and XrayTrainingError

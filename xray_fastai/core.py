@@ -6,17 +6,15 @@ Docs: https://xray-fastai.github.io/xray_fastai/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #2be86b8f
 from __future__ import annotations
-import os, platform, tempfile
+import os, platform, sys, tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
-import numpy as np, torch
-from fastcore.basics import patch
-from matplotlib.figure import Figure
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'THRESHOLD_METHODS', 'DEFAULTS', 'TrainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size',
-           'hardware', 'outlier_axes']
+__all__ = ['DEFAULTS', 'BINARY', 'MULTICLASS', 'TASKS', 'BALANCE', 'SPLITS', 'AUG_PRESETS', 'SCHEDULES', 'THRESHOLD_METHODS',
+           'TrainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size', 'hardware', 'outlier_axes',
+           'check_figures']
 
 # %% ../nbs/00_core.ipynb #af8eb5ab
 @dataclass(frozen=True)
@@ -44,10 +42,21 @@ class TrainSettings:
         d['threshold_method'] = d.pop('threshold')  # `threshold` in a results row is the chosen value
         return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, tuple))}
 
+DEFAULTS = TrainSettings()
+
+# %% ../nbs/00_core.ipynb #24424477
+BINARY = ['NORMAL', 'PNEUMONIA']
+MULTICLASS = ['NORMAL', 'BACTERIA', 'VIRUS']
+TASKS = {'binary': BINARY, 'multiclass': MULTICLASS}  # each task's classes, in the models' output order
+BALANCE = ('none', 'undersample', 'oversample', 'weighted')  # or a PNEUMONIA share in (0, 1)
+SPLITS = ('patient', 'report')  # validation held out by patient, or by image as in the report
+AUG_PRESETS = {  # the largest rotation (degrees), zoom, shear, shift (share of the side) and lighting change of each preset
+    'none':   dict(max_rotate=0., max_zoom=1., max_shear=0., max_shift=0., max_lighting=0.),
+    'light':  dict(max_rotate=5., max_zoom=1.05, max_shear=0.05, max_shift=0.05, max_lighting=0.1),
+    'report': dict(max_rotate=10., max_zoom=1.1, max_shear=0.1, max_shift=0.1, max_lighting=0.2),
+}
 SCHEDULES = ('one_cycle', 'plateau')  # learning-rate schedules of `fit_xray`
 THRESHOLD_METHODS = ('youden', 'sensitivity')  # how `pick_threshold` chooses the binary decision threshold
-
-DEFAULTS = TrainSettings()
 
 # %% ../nbs/00_core.ipynb #7680aed9
 def umask() -> int:
@@ -85,19 +94,20 @@ def folder_size(folder:str|Path # Any folder
 # %% ../nbs/00_core.ipynb #f27725d7
 def hardware() -> str:
     "Where the runs happened: the device and library versions, in a line"
+    import torch, fastai, xray_fastai  # here: `core` stays light, so the command line's help and checks start at once
     if torch.cuda.is_available(): dev = f"GPU {torch.cuda.get_device_name(0)}"
     else:
         cpu = platform.processor() or platform.machine()
         try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
         except (OSError, StopIteration): pass
         dev = f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    import fastai, xray_fastai
     return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, "
             f"xray_fastai {xray_fastai.__version__}, {platform.system()} {platform.release()}")
 
-# %% ../nbs/00_core.ipynb #46736cc1
+# %% ../nbs/00_core.ipynb #7e8703bd
 def _drawn_points(ax, d:str) -> list:
     "(values, weights) along direction `d` ('x' or 'y') of the lines, scatter points and bars `ax` draws in data coordinates"
+    import numpy as np
     from matplotlib.collections import PathCollection
     from matplotlib.container import BarContainer
     i, res = 'xy'.index(d), []
@@ -117,17 +127,19 @@ def _drawn_points(ax, d:str) -> list:
             add(ends, length/2 if i == along else 1., p.get_data_transform())
     return res
 
-def _central_span(v:np.ndarray, w:np.ndarray, share:float) -> float:
+def _central_span(v, w, share:float) -> float:
     "Width of the central `share` of values `v` weighted by `w`: from its lower to its upper quantile (inverse CDF)"
+    import numpy as np
     o = np.argsort(v); v, c = v[o], np.cumsum(w[o])
     lo, hi = np.searchsorted(c, [(1-share)/2*c[-1], (1+share)/2*c[-1]])
     return v[min(hi, len(v)-1)] - v[lo]
 
-def outlier_axes(fig:Figure, # A matplotlib figure
+def outlier_axes(fig, # A matplotlib `Figure`
                  share:float=0.98, # The central share of what is drawn that should fill the axis; the rest may be outliers
                  min_fill:float=0.15, # Flag an axis direction when that share fills less than this fraction of it
                 ) -> list: # One line per flagged direction: the axes (index and title), how much of which axis the data fill
     "Axis directions of `fig` stretched by outliers: what is drawn spans them, but its central `share` fills less than `min_fill`"
+    import numpy as np   # here, as matplotlib: `core` stays light for the command line
     res = []
     for n, ax in enumerate(fig.axes):
         for d in 'xy':
@@ -147,7 +159,7 @@ def outlier_axes(fig:Figure, # A matplotlib figure
                 res.append(f"axes {n}{f' ({title!r})' if title else ''}: {share:.0%} of the data fill {fill:.1%} of the {d} axis")
     return res
 
-# %% ../nbs/00_core.ipynb #c1bc059a
+# %% ../nbs/00_core.ipynb #b8ec4eca
 _flagged = []   # what the figures shown by the running cell were flagged for
 
 def _start_cell(info=None): _flagged.clear()
@@ -159,14 +171,21 @@ def _check_cell(result=None):
         result.error_in_exec = ValueError(f"a figure's axis is stretched by outliers ({'; '.join(flags)}): "
                                           "use robust axis limits, a log scale, or clip and say how many were clipped")
 
-@patch
-def _repr_mimebundle_(self:Figure, include=None, exclude=None):
-    "IPython's display protocol: no data of its own (the inline backend draws the figure), `outlier_axes` in the metadata"
+def _figure_metadata(fig, include=None, exclude=None):
+    "IPython's display protocol for a `Figure`: no data of its own (the inline backend draws it), `outlier_axes` in the metadata"
     from IPython import get_ipython
-    try: flags = outlier_axes(self)
+    try: flags = outlier_axes(fig)
     except Exception as e: flags = [f'not checked: {type(e).__name__}: {e}']   # a reader's figure still shows; the docs' tests fail
     if (shell := get_ipython()) is not None and _check_cell not in shell.events.callbacks['post_run_cell']:
         _flagged.clear()   # a new shell (the next notebook of nbdev-test's process): nothing of the last one carries over
         shell.events.register('pre_run_cell', _start_cell); shell.events.register('post_run_cell', _check_cell)
     _flagged.extend(flags)
     return {}, {'xray_outlier_axes': flags}
+
+def check_figures():
+    "Make every matplotlib figure IPython shows carry `outlier_axes` in its output's metadata (`xray_outlier_axes`)"
+    from matplotlib.figure import Figure
+    Figure._repr_mimebundle_ = _figure_metadata
+
+if 'matplotlib.figure' in sys.modules: check_figures()   # a shell that shows figures has loaded matplotlib; the command line has not
+

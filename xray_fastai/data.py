@@ -21,13 +21,13 @@ from .core import *
 from .phantoms import phantom_data, _hw
 
 # %% auto #0
-__all__ = ['BINARY', 'MULTICLASS', 'TASKS', 'SPLIT_NAMES', 'IMAGE_EXTS', 'DICOM_EXTS', 'SPLITS', 'BALANCE', 'AUG_PRESETS',
-           'CACHE_VERSION', 'KAGGLE_DATASET', 'xray_source', 'XrayDataError', 'UnreadableImageWarning', 'patient_id',
-           'pneumonia_type', 'load_xray', 'write_dicom', 'xray_items', 'class_counts', 'patient_split', 'report_split',
-           'balance_items', 'class_weights', 'shear_mat', 'Shear', 'shift_mat', 'Shift', 'broadcast_affine_grid',
-           'XrayAffine', 'xray_aug_transforms', 'cache_key', 'xray_cache', 'TensorXray', 'PILXray', 'XrayImageBlock',
-           'CachedXray', 'CachedXrayBlock', 'xray_stats', 'xray_datablock', 'normal_only_block', 'normal_only_items',
-           'CachedXrayDL', 'DataRecord', 'data_record', 'xray_dataloaders', 'cache_on_device', 'download']
+__all__ = ['SPLIT_NAMES', 'IMAGE_EXTS', 'DICOM_EXTS', 'CACHE_VERSION', 'KAGGLE_DATASET', 'xray_source', 'XrayDataError',
+           'UnreadableImageWarning', 'patient_id', 'pneumonia_type', 'load_xray', 'write_dicom', 'xray_items',
+           'class_counts', 'patient_split', 'report_split', 'balance_items', 'class_weights', 'shear_mat', 'Shear',
+           'shift_mat', 'Shift', 'broadcast_affine_grid', 'XrayAffine', 'xray_aug_transforms', 'cache_key',
+           'xray_cache', 'TensorXray', 'PILXray', 'XrayImageBlock', 'CachedXray', 'CachedXrayBlock', 'xray_stats',
+           'xray_datablock', 'normal_only_block', 'normal_only_items', 'CachedXrayDL', 'DataRecord', 'data_record',
+           'xray_dataloaders', 'cache_on_device', 'download']
 
 # %% ../nbs/01_data.ipynb #f9812733
 def xray_source(source:str|Path=None # A data path; None means `$XRAY_DATA`, else the built-in phantoms
@@ -38,9 +38,6 @@ def xray_source(source:str|Path=None # A data path; None means `$XRAY_DATA`, els
     return phantom_data()
 
 # %% ../nbs/01_data.ipynb #60a2e4e1
-BINARY = ['NORMAL', 'PNEUMONIA']
-MULTICLASS = ['NORMAL', 'BACTERIA', 'VIRUS']
-TASKS = {'binary': BINARY, 'multiclass': MULTICLASS}
 SPLIT_NAMES = ('train', 'val', 'test')
 IMAGE_EXTS = {'.jpeg', '.jpg', '.png', '.bmp', '.tif', '.tiff', '.dcm', '.dicom'}
 DICOM_EXTS = {'.dcm', '.dicom'}
@@ -340,13 +337,13 @@ def report_split(df:pd.DataFrame, # Items from `xray_items`
     df['is_valid'] = df.index.isin(valid)
     return df
 
-SPLITS = {'patient': patient_split, 'report': report_split}
+_SPLITTERS = {'patient': patient_split, 'report': report_split}  # one per name in `SPLITS`
 
 def _split_items(df:pd.DataFrame, split:str, valid_pct:float, seed:int, label:str=None) -> pd.DataFrame:
-    "`SPLITS[split]` of `df`, refusing data it cannot split and, with `label`, a class missing from training or validation"
+    "`df` split by the `split` method of `SPLITS`, refusing data it cannot split and, with `label`, a class missing from training or validation"
     n_fit = int(_fit_rows(df).sum())
     if not n_fit: raise XrayDataError(f"no images to train on: all {len(df)} are in the test split")
-    try: df = SPLITS[split](df, valid_pct=valid_pct, seed=seed)
+    try: df = _SPLITTERS[split](df, valid_pct=valid_pct, seed=seed)
     except ValueError as e:  # scikit-learn: fewer images (or patients) per class than folds
         raise XrayDataError(f"too few images to hold out valid_pct={valid_pct} for validation ({n_fit} for fitting, "
                             f"split by {split}): {e}") from e
@@ -359,8 +356,6 @@ def _split_items(df:pd.DataFrame, split:str, valid_pct:float, seed:int, label:st
     return df
 
 # %% ../nbs/01_data.ipynb #48c2e706
-BALANCE = ('none', 'undersample', 'oversample', 'weighted')
-
 def _pneumonia_share(df:pd.DataFrame, share:float, seed:int) -> pd.DataFrame:
     "Undersample one side of the training rows so that PNEUMONIA makes up `share` of them"
     if not 0 < share < 1: raise XrayDataError(f"a balance share must lie strictly between 0 and 1, not {share}")
@@ -451,12 +446,6 @@ class XrayAffine(AffineCoordTfm):
         return TensorImage(F.grid_sample(x, grid, mode=self.mode, padding_mode=self.pad_mode, align_corners=True))
 
 # %% ../nbs/01_data.ipynb #00baec97
-AUG_PRESETS = {
-    'none':   dict(max_rotate=0., max_zoom=1., max_shear=0., max_shift=0., max_lighting=0.),
-    'light':  dict(max_rotate=5., max_zoom=1.05, max_shear=0.05, max_shift=0.05, max_lighting=0.1),
-    'report': dict(max_rotate=10., max_zoom=1.1, max_shear=0.1, max_shift=0.1, max_lighting=0.2),
-}
-
 def xray_aug_transforms(preset:str='report', # 'none', 'light' or 'report' (shear, shift, rotation, brightness, zoom)
                         p_affine:float=0.75, # Probability of each geometric transform
                         p_lighting:float=0.75, # Probability of the brightness and contrast change

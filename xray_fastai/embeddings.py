@@ -18,15 +18,17 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.model_selection import GroupKFold
 from sklearn.manifold import TSNE, trustworthiness
 from .phantoms import cache_dir
+from .core import *
 from .data import *
 from .models import embedding_layer, body_stages, eval_mode
 from .evaluate import classification_scores, plot_confusion
 
 # %% auto #0
-__all__ = ['EMBEDDINGS_VERSION', 'resolve_layer', 'pool_features', 'extract_features', 'Embeddings', 'model_hash', 'split_dl',
-           'get_layer_embeddings', 'get_embeddings', 'fit_knn', 'knn_probs', 'knn_vs_head', 'plot_knn_vs_head',
-           'augmented_embeddings', 'choose_knn', 'crossfit_accuracy', 'embedding_map', 'map_quality', 'plot_map',
-           'nearest_images', 'show_neighbours', 'layer_knn', 'plot_layer_knn']
+__all__ = ['EMBEDDINGS_VERSION', 'KNN_WIDE_KS', 'KNN_PROCEDURES', 'KNN_SCORES', 'resolve_layer', 'pool_features',
+           'extract_features', 'Embeddings', 'model_hash', 'split_dl', 'get_layer_embeddings', 'get_embeddings',
+           'fit_knn', 'knn_probs', 'knn_vs_head', 'plot_knn_vs_head', 'augmented_embeddings', 'choose_knn',
+           'crossfit_accuracy', 'macro_f1', 'knn_procedures_vs_head', 'knn_procedures_table', 'embedding_map',
+           'map_quality', 'plot_map', 'nearest_images', 'show_neighbours', 'layer_knn', 'plot_layer_knn']
 
 # %% ../nbs/09_embeddings.ipynb #272ef13a
 def resolve_layer(model:nn.Module, # A model, usually an `xray_model`
@@ -264,6 +266,70 @@ def crossfit_accuracy(embs:dict, # As for `choose_knn`; the validation paths nam
         layer, knn, _ = choose_knn({**embs, 'valid': {l: embs['valid'][l].subset(a) for l in layers}}, layers, **kwargs)
         pred[b] = knn_probs(knn, embs['valid'][layer].subset(b)).argmax(1)
     return skm.accuracy_score(va.y, pred)
+
+# %% ../nbs/09_embeddings.ipynb #5e09a0ce
+KNN_WIDE_KS = (1, 3, 5, 9, 15, 25, 45, 75, 125, 200)  # the wide grid of k: up to about a tenth of the fitting images
+_WIDE = dict(ks=KNN_WIDE_KS, weights=('uniform', 'distance'))
+# name -> (layers it may use, `fit_knn` settings, memory); every choice made on the validation embeddings
+KNN_PROCEDURES = {
+    'knn_chapter': (('embedding',), {}, 'train'),  # `fit_knn`'s defaults: k up to 45, uniform votes, by balanced accuracy
+    'knn_acc': (('embedding',), dict(**_WIDE, by='accuracy'), 'train'),
+    'knn_logloss': (('embedding',), dict(**_WIDE, by='log_loss'), 'train'),
+    'knn_layer_acc': (('stage3', 'stage4', 'embedding'), dict(**_WIDE, by='accuracy'), 'train'),
+    'knn_views': (('embedding',), {}, 'views'),  # `fit_knn`'s defaults on the augmented memory
+}
+KNN_SCORES = ('accuracy', 'roc_auc', 'balanced_accuracy', 'f1_macro')  # the test scores of each classifier
+
+def macro_f1(confusion:list # Confusion matrix, rows = true classes
+            ) -> float:
+    "Unweighted mean over classes of F1 (0 for a class never true nor predicted), from a confusion matrix"
+    c = np.asarray(confusion, float); tp = np.diag(c)
+    return float(np.mean(2*tp / np.maximum(c.sum(0) + c.sum(1), 1)))
+
+def _test_scores(prefix:str, s:dict) -> dict:
+    return {f'{prefix}_{k}': macro_f1(s['confusion']) if k == 'f1_macro' else s[k] for k in KNN_SCORES}
+
+def _procedure_embeddings(learn:Learner, procedures:dict, n_views:int, progress:bool, **kwargs) -> dict:
+    "{set: {layer name: `Embeddings`}} of the body's last two stages and the embedding layer; 'views' for the layers a 'views' memory uses"
+    named = dict([*body_stages(learn.model)[-2:], ('embedding', embedding_layer(learn.model))])
+    embs = {s: dict(zip(named, get_layer_embeddings(learn, s, list(named.values()), progress=progress, **kwargs).values())) for s in ('train', 'valid', 'test')}
+    views = list(dict.fromkeys(l for layers, _, memory in procedures.values() if memory == 'views' for l in layers))
+    if views:
+        aug = augmented_embeddings(learn, n_views, [named[l] for l in views], progress=progress)
+        embs['views'] = dict(zip(views, aug.values()))
+    return embs
+
+@delegates(get_layer_embeddings, but=['learn', 'dl', 'layers', 'progress'])
+def knn_procedures_vs_head(learn:Learner, # A trained classifier (back in float32, as `fit_and_evaluate` leaves it)
+                           procedures:dict=KNN_PROCEDURES, # name -> (layers, `fit_knn` settings with `by`, memory 'train' or 'views')
+                           n_views:int=4, # Augmented views of each fitting image in the 'views' memory
+                           progress:bool=False, # Show progress bars while extracting
+                           **kwargs, # Passed to `get_layer_embeddings` (e.g. `cache`, `folder`)
+                          ) -> dict: # One flat row: test scores, gaps, choices and validation accuracies
+    "Test scores of the head and of each kNN procedure (chosen on validation) on `learn`'s embeddings, with their validation accuracies"
+    embs = _procedure_embeddings(learn, procedures, n_views, progress, **kwargs)
+    vprobs, vy = learn.get_preds(dl=split_dl(learn.dls, 'valid'))
+    row = dict(head_valid_accuracy=skm.accuracy_score(vy, vprobs.argmax(1)))
+    for name, (layers, kw, memory) in procedures.items():
+        kw = {'by': 'balanced_accuracy', **kw, 'memory': memory}
+        layer, knn, _ = choose_knn(embs, layers, **kw)
+        (_, head), (_, vote) = knn_vs_head(learn, knn, embs['test'][layer])[1].items()
+        if 'head_accuracy' not in row: row.update(_test_scores('head', head))
+        row.update(_test_scores(name, vote))
+        row.update({f'{name}_gap': row['head_accuracy'] - vote['accuracy'], f'{name}_layer': layer, f'{name}_k': knn.n_neighbors,
+                    f'{name}_metric': knn.metric, f'{name}_weights': knn.weights, f'{name}_memory': memory,
+                    f'{name}_valid_accuracy': crossfit_accuracy(embs, layers, **kw)})
+    return row
+
+def knn_procedures_table(df:pd.DataFrame, # Rows of `knn_procedures_vs_head`, with the columns that name the model (e.g. task, seed)
+                         by:list=('task', 'seed'), # Those columns
+                         procedures:dict|list=KNN_PROCEDURES, # Procedures (their names) to read; those without columns in `df` are skipped
+                        ) -> pd.DataFrame: # One row per model and classifier: `KNN_SCORES`, gap_points, valid_accuracy
+    "One row per model and classifier (the head or a kNN procedure), for `mean_std`"
+    clfs = ['head', *[p for p in procedures if f'{p}_accuracy' in df]]
+    return pd.DataFrame([dict(**{b: r[b] for b in by}, classifier=c, **{s: r[f'{c}_{s}'] for s in KNN_SCORES},
+                              gap_points=100*r.get(f'{c}_gap', 0.), valid_accuracy=r[f'{c}_valid_accuracy'])
+                         for r in df.to_dict('records') for c in clfs])
 
 # %% ../nbs/09_embeddings.ipynb #fc5de00d
 def embedding_map(x:np.ndarray, # (n, d) embeddings

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 from fastcore.all import *
 from fastai.basics import *
 from fastai.interpret import ClassificationInterpretation
+from .core import *
 from .data import *
 
 # %% auto #0

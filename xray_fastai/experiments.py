@@ -15,10 +15,11 @@ from .core import *
 from .data import *
 from .learner import *
 from .evaluate import *
+from .export import CONFIG, save_model, read_config, load_weights
 
 # %% auto #0
-__all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'run_seeds', 'compare',
-           'mean_std', 'ResultsWriter', 'published_results']
+__all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'saved_or_trained', 'run_seeds',
+           'compare', 'mean_std', 'ResultsWriter', 'published_results']
 
 # %% ../nbs/07_experiments.ipynb #ffd7880f
 def _scores(prefix:str, scores:dict) -> dict:
@@ -99,6 +100,26 @@ def train_classifier(source:str|Path|pd.DataFrame=None, # Data; None means `$XRA
     rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=folder)
     extra = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, tuple))}
     return learn, {**s.record(), **extra, **rec}
+
+# %% ../nbs/07_experiments.ipynb #7e852995
+@delegates(train_classifier, but=['folder'])
+def saved_or_trained(keep:str|Path=None, # The run's model folder: its saved model is reused, else the new one is saved there; None: train, save nothing
+                     **kwargs, # The run, as for `train_classifier` (keywords only)
+                    ) -> tuple: # (learner, training seconds, whether the saved model was reused)
+    "The classifier of a run: loaded from `keep` when it was saved there, else trained with `train_classifier` (and saved into `keep`)"
+    keep = Path(keep) if keep else None
+    if keep and (keep/CONFIG).exists():
+        names = {f.name for f in fields(TrainSettings)}
+        s = TrainSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+        learn = protocol_learner(kwargs.pop('source', None), s, kwargs.pop('learner_kwargs', None), **kwargs)
+        cfg = read_config(keep)
+        learn.model.load_state_dict(load_weights(keep, cfg).state_dict())
+        learn.to_full_precision()  # as `fit_and_evaluate` leaves a trained learner
+        learn.threshold = cfg['threshold']
+        return learn, cfg['training'].get('train_s', float('nan')), True
+    learn, rec = train_classifier(**kwargs)
+    if keep: save_model(learn, keep, training=dict(train_s=rec['train_s']))
+    return learn, rec['train_s'], False
 
 # %% ../nbs/07_experiments.ipynb #a86b7cf1
 @delegates(train_classifier)

@@ -24,8 +24,8 @@ from .precision import *
 # %% auto #0
 __all__ = ['CHECKPOINT', 'Sensitivity', 'Specificity', 'roc_auc_or_nan', 'RocAucOrNan', 'xray_metrics', 'xray_loss',
            'ModelRecord', 'model_record', 'xray_learner', 'classifier_learner', 'phantom_learner', 'training_log',
-           'interrupt_between_batches', 'XrayTrainingError', 'run_settings', 'read_checkpoint', 'random_states',
-           'set_random_states', 'CheckpointCallback', 'pick_threshold']
+           'EpochLines', 'no_progress_bars', 'interrupt_between_batches', 'XrayTrainingError', 'run_settings',
+           'read_checkpoint', 'random_states', 'set_random_states', 'CheckpointCallback', 'pick_threshold']
 
 # %% ../nbs/04_learner.ipynb #6ef381f4
 def Sensitivity():
@@ -172,6 +172,29 @@ def training_log(learn:Learner) -> pd.DataFrame:
     names = list(learn.recorder.metric_names)[1:-1]
     vals = [v for v in learn.recorder.values if len(v) == len(names)]
     return pd.DataFrame(vals, columns=names).rename_axis('epoch').reset_index()
+
+# %% ../nbs/04_learner.ipynb #0e3edb80
+class EpochLines(Callback):
+    "Report each finished epoch as one line through `write`: its losses and metrics"
+    order = 60  # after the recorder
+    def __init__(self, write, label:str): self.write, self.label, self.fitting = write, label, False  # `name` is the callback's own
+    def before_fit(self): self.fitting, self.learn.logger = True, noop  # the recorder's raw list of values: not printed
+    def after_fit(self): self.fitting = False
+    def after_epoch(self):
+        if not self.fitting: return  # `get_preds` and `validate` run epochs too
+        names = self.recorder.metric_names[1:-1]
+        vals = ', '.join(f"{n} {v:.4f}" for n, v in zip(names, self.recorder.log[1:-1]) if isinstance(v, float))
+        self.write(f"  {self.label} epoch {self.epoch+1}/{self.n_epoch}: {vals}")
+
+@contextmanager
+def no_progress_bars():
+    "Learners made inside have no fastai progress bar (the report writes its own lines)"
+    from fastai.learner import defaults
+    from fastai.callback.progress import ProgressCallback
+    old = defaults.callbacks
+    defaults.callbacks = [c for c in old if c is not ProgressCallback]
+    try: yield
+    finally: defaults.callbacks = old
 
 # %% ../nbs/04_learner.ipynb #3d42c338
 class _RaiseNotedInterrupt(Callback):

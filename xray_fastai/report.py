@@ -7,30 +7,22 @@ Docs: https://xray-fastai.github.io/xray_fastai/report.html.md"""
 # %% ../nbs/14_report.ipynb #d4dab7a7
 from __future__ import annotations
 import base64, datetime, html, json, os, re, shutil, sys, tempfile, time
-from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
-import matplotlib.pyplot as plt
 from types import SimpleNamespace
-from fastcore.basics import noop
 from fastcore.script import CliError
-from fastai.callback.core import Callback
-from fastprogress.fastprogress import master_bar
-from .core import atomic_write
-from .data import xray_source, xray_items
-from .evaluate import finite_or_none
+from .core import DEFAULTS, atomic_write, hardware
 
 # %% auto #0
 __all__ = ['PRESETS', 'AE_WIDTHS', 'MAP_POINTS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'report_items', 'ReportDoc',
-           'discuss_binary', 'discuss_multiclass', 'discuss_knn', 'discuss_anomaly', 'discuss_pointing', 'EpochLines',
-           'no_progress_bars', 'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage',
-           'anomaly_stage', 'explain_stage', 'report_doc', 'write_report', 'check_report_folder', 'finished_stage',
-           'report']
+           'discuss_binary', 'discuss_multiclass', 'discuss_knn', 'discuss_anomaly', 'discuss_pointing',
+           'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage', 'anomaly_stage',
+           'explain_stage', 'report_doc', 'write_report', 'check_report_folder', 'finished_stage', 'report']
 
 # %% ../nbs/14_report.ipynb #0c409682
 PRESETS = {  # None: the library's default
     'phantoms': dict(size=64, epochs=6, ae_epochs=8, bs=32),   # the built-in phantoms: a few minutes on a 2-core CPU
-    'quick': dict(size=96, epochs=4, ae_epochs=4, bs=64),      # --data: about half an hour on a 2-core CPU
+    'data': dict(size=DEFAULTS.size, epochs=DEFAULTS.epochs, ae_epochs=8, bs=DEFAULTS.bs),  # --data: the default run's classifiers, minutes on a CPU
     'full': dict(size=224, epochs=None, ae_epochs=20, bs=64),  # --full: 224 px and the library's epochs, for a GPU
 }
 AE_WIDTHS = (16, 32, 64, 128)  # the anomaly chapter's benchmark autoencoder
@@ -41,6 +33,7 @@ def report_items(source:str|Path, # Data (see `xray_source`)
                  seed:int=0, # Which images are drawn
                 ) -> pd.DataFrame: # Items, as `xray_items` gives them
     "The images of `source`, or a random draw of at most `n` of each class in each split"
+    from xray_fastai.data import xray_items
     items = xray_items(source)
     if n is None: return items
     cls = items['multiclass'].fillna(items['binary'])
@@ -154,30 +147,9 @@ def discuss_pointing(r:dict # The pointing game's record
             f"{r['hit_chance']:.1%} of the time: the maps hit {r['test_hit']/max(r['hit_chance'], 1e-9):.1f}× as often as chance.")
 
 # %% ../nbs/14_report.ipynb #e059d5e8
-class EpochLines(Callback):
-    "Report each finished epoch as one line through `write`: its losses and metrics"
-    order = 60  # after the recorder
-    def __init__(self, write, label:str): self.write, self.label, self.fitting = write, label, False  # `name` is the callback's own
-    def before_fit(self): self.fitting, self.learn.logger = True, noop  # the recorder's raw list of values: not printed
-    def after_fit(self): self.fitting = False
-    def after_epoch(self):
-        if not self.fitting: return  # `get_preds` and `validate` run epochs too
-        names = self.recorder.metric_names[1:-1]
-        vals = ', '.join(f"{n} {v:.4f}" for n, v in zip(names, self.recorder.log[1:-1]) if isinstance(v, float))
-        self.write(f"  {self.label} epoch {self.epoch+1}/{self.n_epoch}: {vals}")
-
-@contextmanager
-def no_progress_bars():
-    "Learners made inside have no fastai progress bar (the report writes its own lines)"
-    from fastai.learner import defaults
-    from fastai.callback.progress import ProgressCallback
-    old = defaults.callbacks
-    defaults.callbacks = [c for c in old if c is not ProgressCallback]
-    try: yield
-    finally: defaults.callbacks = old
-
 def _save_fig(fig, out:Path, name:str) -> str:
     "Save `fig` as `figures/NAME.png` under `out`; the path relative to `out`"
+    import matplotlib.pyplot as plt
     (out/'figures').mkdir(exist_ok=True)
     fig.savefig(out/'figures'/f'{name}.png', dpi=90, bbox_inches='tight'); plt.close(fig)
     return f'figures/{name}.png'
@@ -186,6 +158,7 @@ def plot_training(log:pd.DataFrame, # From `training_log`: one row per epoch
                   title:str='', # Figure title
                  ) -> plt.Figure:
     "Training and validation loss, and the validation metrics, epoch by epoch"
+    import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
     ep = log['epoch'] + 1
     for c in ('train_loss', 'valid_loss'): axs[0].plot(ep, log[c], 'o-', label=c)
@@ -201,7 +174,7 @@ def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
     "Task 1a or 1b: train with `train_classifier`, save the model for `predict`, record scores and figures"
     from xray_fastai.experiments import train_classifier
     from xray_fastai.export import save_model
-    from xray_fastai.learner import model_record
+    from xray_fastai.learner import model_record, EpochLines
     folder = ctx.out/task
     epochs = dict(epochs=ctx.epochs) if ctx.epochs else {}
     learn, rec = train_classifier(ctx.items, task, ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, folder=folder,
@@ -269,6 +242,7 @@ def anomaly_stage(ctx:SimpleNamespace) -> dict:
     "Task 4: an autoencoder on healthy lungs only, its scores' thresholds and test report (`anomaly_results`), histograms and ROC"
     from fastai.torch_core import set_seed
     from xray_fastai.data import xray_dataloaders
+    from xray_fastai.learner import EpochLines
     from xray_fastai.anomaly import autoencoder_learner, ReconstructionScore, anomaly_results, plot_score_hist, plot_score_rocs
     dls = xray_dataloaders(ctx.items, task='normal_only', size=ctx.size, bs=min(ctx.bs, 32), aug='light', seed=ctx.seed)
     set_seed(ctx.seed)
@@ -291,6 +265,7 @@ def anomaly_stage(ctx:SimpleNamespace) -> dict:
 def explain_stage(ctx:SimpleNamespace) -> dict:
     "Task 5: Grad-CAM on right and wrong test images of the binary classifier; the pointing game on phantoms"
     from torch import Tensor
+    from xray_fastai.learner import EpochLines
     from xray_fastai.explain import GradCAM, cam_grid, pointing_game, candidate_layers, localise, phantom_batch
     learn = trained_classifier(ctx, 'binary')
     dl = learn.dls.test_split_dl()
@@ -416,7 +391,9 @@ def report_doc(info:dict, # Settings and facts of the run
     return doc
 
 # %% ../nbs/14_report.ipynb #4119f8b5
-def _json(o) -> str: return json.dumps(finite_or_none(o), indent=1, allow_nan=False, default=lambda v: v.item() if hasattr(v, 'item') else str(v))
+def _json(o) -> str:
+    from xray_fastai.evaluate import finite_or_none
+    return json.dumps(finite_or_none(o), indent=1, allow_nan=False, default=lambda v: v.item() if hasattr(v, 'item') else str(v))
 
 def write_report(out:Path, # The report folder
                  info:dict, # Settings and facts of the run
@@ -481,10 +458,10 @@ def _has_lesion_masks(items:pd.DataFrame) -> bool:
 
 def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
            out:str=None, # Folder for the report. Default: reports/report-DATE-TIME
-           full:bool=False, # 224 px and the library's default epochs (for a GPU) instead of the quick preset
-           size:int=None, # Image side in pixels. Default: the preset's (phantoms 64, --data 96, --full 224)
-           epochs:int=None, # Epochs of each classifier. Default: the preset's (phantoms 6, --data 4, --full the library's)
-           ae_epochs:int=None, # Epochs of the autoencoder. Default: the preset's (phantoms 8, --data 4, --full 20)
+           full:bool=False, # 224 px and the library's default epochs (for a GPU) instead of the default run's 128 px
+           size:int=None, # Image side in pixels. Default: the preset's (phantoms 64, --data 128, --full 224)
+           epochs:int=None, # Epochs of each classifier. Default: the preset's (phantoms 6, --data and --full the library's)
+           ae_epochs:int=None, # Epochs of the autoencoder. Default: the preset's (phantoms 8, --data 8, --full 20)
            bs:int=None, # Batch size. Default: the preset's
            n:int=None, # Use at most this many images of each class in each split, drawn at random (a quicker, rougher report)
            arch:str='vgg', # Architecture of the classifiers: vgg, a fastai xresnet or a timm model name
@@ -493,7 +470,10 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
            resume:bool=False, # Continue the interrupted report in --out, keeping its finished stages; needs the same options
           ) -> dict: # The report folder and metrics.json's contents
     "Run the course's tasks on one data source and write one report folder: report.md, report.html, metrics.json, the two models"
+    from fastprogress.fastprogress import master_bar
     from xray_fastai import cli
+    from xray_fastai.data import xray_source
+    from xray_fastai.learner import no_progress_bars
     start = time.perf_counter()
     # the command line `cli.main` is running (in `__main__` under `python -m xray_fastai.cli`)
     typed = [getattr(sys.modules.get(m), '_command', None) for m in ('xray_fastai.cli', '__main__')]
@@ -503,12 +483,12 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted report")
     cli._check_arch(arch)
     phantoms = data is None and not os.environ.get('XRAY_DATA')
-    preset = PRESETS['full' if full else 'phantoms' if phantoms else 'quick']
+    preset = PRESETS['full' if full else 'phantoms' if phantoms else 'data']
     out = Path(out or f"reports/report-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     check_report_folder(out, overwrite, resume)
     try: source = xray_source(data)
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
-    settings = dict(data='the built-in phantoms' if phantoms else str(source), preset='full' if full else 'phantoms' if phantoms else 'quick',
+    settings = dict(data='the built-in phantoms' if phantoms else str(source), preset='full' if full else 'phantoms' if phantoms else 'data',
                     size=size or preset['size'], epochs=epochs or preset['epochs'], ae_epochs=ae_epochs or preset['ae_epochs'],
                     bs=bs or preset['bs'], n=n, arch=arch, seed=seed)
     if resume and json.loads((out/SETTINGS).read_text()) != settings:
@@ -539,7 +519,6 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
         again = command if command.endswith(' --resume') else f"{command} --resume"
         print(f"\nInterrupted; the finished stages are kept in {out}/stages. To continue: {again}", file=sys.stderr)
         raise
-    from xray_fastai.experiments import hardware
     info = dict(settings, phantoms=ctx.phantoms, command=command, hardware=hardware(), images=len(items),
                 date=datetime.datetime.now().isoformat(sep=' ', timespec='seconds'), total_seconds=time.perf_counter() - start)
     metrics = write_report(out, info, res, items)
