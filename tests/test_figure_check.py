@@ -72,4 +72,7 @@ def test_the_anomaly_histogram_that_started_it_is_flagged_and_its_fix_is_not():
     assert (len(scores), round(scores.max()), counts[0]) == (624, 316888, 611)   # all but 13 in the first bar
     assert outlier_axes(fig) == ['axes 0: 98% of the data fill 12.1% of the x axis']
     assert outlier_axes(plot_score_hist({'opacity embedding density': scores}, test)) == []   # the chapter's figure
+    fig, ax = plt.subplots()
+    ax.hist(test['opacity body density'], 30)   # skewed, but its bars show the scores
+    assert outlier_axes(fig, min_fill=1)[0] == 'axes 0: 98% of the data fill 24.2% of the x axis'
     plt.close('all')
