@@ -7,9 +7,10 @@ Docs: https://xray-fastai.github.io/xray_fastai/core.html.md"""
 # %% ../nbs/00_core.ipynb #2be86b8f
 from __future__ import annotations
 import os, platform, sys, tempfile
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
+import numpy as np
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'BINARY', 'MULTICLASS', 'TASKS', 'BALANCE', 'SPLITS', 'AUG_PRESETS', 'SCHEDULES', 'THRESHOLD_METHODS',
@@ -107,7 +108,6 @@ def hardware() -> str:
 # %% ../nbs/00_core.ipynb #7e8703bd
 def _drawn_points(ax, d:str) -> list:
     "(values, weights) along direction `d` ('x' or 'y') of the lines, scatter points and bars `ax` draws in data coordinates"
-    import numpy as np
     from matplotlib.collections import PathCollection
     from matplotlib.container import BarContainer
     i, res = 'xy'.index(d), []
@@ -127,19 +127,11 @@ def _drawn_points(ax, d:str) -> list:
             add(ends, length/2 if i == along else 1., p.get_data_transform())
     return res
 
-def _central_span(v, w, share:float) -> float:
-    "Width of the central `share` of values `v` weighted by `w`: from its lower to its upper quantile (inverse CDF)"
-    import numpy as np
-    o = np.argsort(v); v, c = v[o], np.cumsum(w[o])
-    lo, hi = np.searchsorted(c, [(1-share)/2*c[-1], (1+share)/2*c[-1]])
-    return v[min(hi, len(v)-1)] - v[lo]
-
 def outlier_axes(fig, # A matplotlib `Figure`
                  share:float=0.98, # The central share of what is drawn that should fill the axis; the rest may be outliers
                  min_fill:float=0.15, # Flag an axis direction when that share fills less than this fraction of it
                 ) -> list: # One line per flagged direction: the axes (index and title), how much of which axis the data fill
     "Axis directions of `fig` stretched by outliers: what is drawn spans them, but its central `share` fills less than `min_fill`"
-    import numpy as np   # here, as matplotlib: `core` stays light for the command line
     res = []
     for n, ax in enumerate(fig.axes):
         for d in 'xy':
@@ -154,7 +146,8 @@ def outlier_axes(fig, # A matplotlib `Figure`
             lo, hi = sorted(scale.transform(np.array(getattr(ax, f'get_{d}lim')())))
             seen = np.clip(v[ok], lo, hi)
             stretched = seen.max() - seen.min() >= (hi-lo)/2   # what is drawn spans the axis: not a constant, not a chosen wide axis
-            if stretched and (fill := _central_span(v[ok], w[ok], share)/(hi-lo)) < min_fill:
+            q = np.quantile(v[ok], [(1-share)/2, (1+share)/2], weights=w[ok], method='inverted_cdf')  # weighted: bars by their counts
+            if stretched and (fill := (q[1] - q[0])/(hi-lo)) < min_fill:
                 title = (ax.get_title() or ax.get_title('left')).split('\n')[0]
                 res.append(f"axes {n}{f' ({title!r})' if title else ''}: {share:.0%} of the data fill {fill:.1%} of the {d} axis")
     return res

@@ -193,15 +193,10 @@ def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
 
 def trained_classifier(ctx:SimpleNamespace, task:str):
     "The learner of a finished classifier stage: from this run, or rebuilt from its saved model (a resumed report)"
-    if task in ctx.learners: return ctx.learners[task]
-    from fastai.torch_core import set_seed
-    from xray_fastai.learner import classifier_learner
-    from xray_fastai.export import read_config, load_weights
-    cfg = read_config(ctx.out/task)
-    set_seed(ctx.seed)
-    learn = classifier_learner(ctx.items, task, ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs)
-    learn.model.load_state_dict(load_weights(ctx.out/task, cfg).state_dict())
-    ctx.learners[task] = learn.to_full_precision()  # as `train_classifier` leaves a trained learner
+    if task not in ctx.learners:
+        from xray_fastai.experiments import saved_or_trained
+        ctx.learners[task] = saved_or_trained(ctx.out/task, source=ctx.items, task=task, arch=ctx.arch, seed=ctx.seed,
+                                              size=ctx.size, bs=ctx.bs)[0]
     return ctx.learners[task]
 
 # %% ../nbs/14_report.ipynb #d8e18232
