@@ -445,15 +445,17 @@ def autoencoder_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_on
                        epochs:int=8, # Training epochs
                        lr:float=3e-3, # Peak learning rate
                        name:str='AE', # First word of the scores' names
-                       **kwargs, # Passed to `autoencoder_learner` (widths, loss, mask, noise, variational, ...)
+                       density:bool=True, # Also the encoder's feature density (one more pass over the training images)
+                       **kwargs, # Passed to `autoencoder_learner` (widths, loss, mask, noise, variational, cbs, ...)
                       ) -> dict: # Score name -> (anomaly score, training seconds)
-    "Train an autoencoder; its reconstruction errors (MSE, SSIM) and its encoder's feature density"
+    "Train an autoencoder; its reconstruction errors (MSE, SSIM) and, with `density`, its encoder's feature density"
     set_seed(seed)
     ae = autoencoder_learner(dls, **kwargs)
     s = fit_timed(ae, epochs, lr)
-    return {f'{name} mse': (ReconstructionScore(ae.model, 'mse'), s),
-            f'{name} ssim': (ReconstructionScore(ae.model, 'ssim', 1/data_record(dls).stats[1]), s),
-            f'{name} encoder density': (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)}
+    res = {f'{name} mse': (ReconstructionScore(ae.model, 'mse'), s),
+           f'{name} ssim': (ReconstructionScore(ae.model, 'ssim', 1/data_record(dls).stats[1]), s)}
+    if density: res[f'{name} encoder density'] = (FeatureDensity(ae.model, list(ae.model.encoder)).fit(dls), s)
+    return res
 
 AE_VARIANTS = {'AE (mse loss)': dict(loss='mse'), 'AE (ssim loss)': dict(loss='ssim'), 'AE (mix loss)': dict(loss='mix'),
                'AE (masked)': dict(mask=0.25), 'AE (denoising)': dict(noise=0.3), 'VAE': dict(variational=True)}

@@ -235,18 +235,13 @@ def _wrong(learn, test) -> np.ndarray:
 # %% ../nbs/14_report.ipynb #94e079ca
 def anomaly_stage(ctx:SimpleNamespace) -> dict:
     "Task 4: an autoencoder on healthy lungs only, its scores' thresholds and test report (`anomaly_results`), histograms and ROC"
-    from fastai.torch_core import set_seed
     from xray_fastai.data import xray_dataloaders
     from xray_fastai.learner import EpochLines
-    from xray_fastai.anomaly import autoencoder_learner, ReconstructionScore, anomaly_results, plot_score_hist, plot_score_rocs
+    from xray_fastai.anomaly import autoencoder_scores, anomaly_results, plot_score_hist, plot_score_rocs
     dls = xray_dataloaders(ctx.items, task='normal_only', size=ctx.size, bs=min(ctx.bs, 32), aug='light', seed=ctx.seed)
-    set_seed(ctx.seed)
-    ae = autoencoder_learner(dls, widths=AE_WIDTHS, cbs=[EpochLines(ctx.write, 'autoencoder')])
-    start = time.perf_counter()
-    ae.fit_one_cycle(ctx.ae_epochs, 3e-3)
-    train_s = time.perf_counter() - start
-    ae.to_full_precision()
-    scores = {'AE mse': ReconstructionScore(ae.model, 'mse'), 'AE ssim': ReconstructionScore(ae.model, 'ssim', 1/dls.stats[1])}
+    trained = autoencoder_scores(dls, ctx.seed, ctx.ae_epochs, 3e-3, density=False, widths=AE_WIDTHS,
+                                 cbs=[EpochLines(ctx.write, 'autoencoder')])
+    scores, train_s = {k: f for k, (f, _) in trained.items()}, next(iter(trained.values()))[1]
     table, images = anomaly_results(scores, dls, progress=False)
     test = images[images['set'] == 'test']
     figs = [_save_fig(plot_score_hist({k: test[k].to_numpy() for k in scores}, test, dict(zip(table.variant, table.test_threshold))),
