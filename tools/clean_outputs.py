@@ -60,11 +60,13 @@ def machine_paths(text:str) -> str:
     for pat, repl in _machine_paths: text = pat.sub(repl, text)
     return text
 
+_re_better = re.compile(r'Better model found at epoch \d+ with \S+ value: \S+\.')  # fastai's SaveModelCallback; the library's is quiet now
+
 def clean_text(text:str) -> str:
-    "A stream output as a reader should see it: progress bars at their final state and dropped, no warnings, no machine paths"
+    "A stream output as a reader should see it: progress bars at their final state and dropped, no fastai log lines, no warnings, no machine paths"
     ends_nl = text.endswith(('\n', '\r'))
     lines = [l.rstrip() for l in drop_warnings(replay_cr(text)).split('\n')]
-    lines = [l for l in lines if not _is_bar_line(l)]
+    lines = [l for l in lines if not _is_bar_line(l) and not _re_better.fullmatch(l)]
     while lines and not lines[-1]: lines.pop()
     res = machine_paths('\n'.join(lines))
     return res + '\n' if res and ends_nl else res

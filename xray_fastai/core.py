@@ -27,7 +27,7 @@ class TrainSettings:
     epochs:int=8 # Training epochs
     lr:float=2e-3 # Peak (one-cycle) or starting (plateau) learning rate
     bs:int=64 # Batch size
-    balance:str|float='none' # Class balancing of the training images (see `balance_items`)
+    balance:str|float='weighted' # Class balancing of the training images (see `balance_items`): class-weighted loss by default, as the course report balanced its classes
     aug:str|list='report' # Augmentation preset (see `xray_aug_transforms`) or a list of batch transforms
     split:str='patient' # Validation split: grouped by patient, or by image as in the report
     valid_pct:float=0.2 # Share of the fitting images held out for validation

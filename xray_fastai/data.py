@@ -646,7 +646,7 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
                      size:int|tuple=DEFAULTS.size, # Square side or (height, width)
                      split:str=DEFAULTS.split, # 'patient' (grouped by patient) or 'report' (by image)
                      valid_pct:float=DEFAULTS.valid_pct, # Share of the fitting images held out for validation
-                     balance:str|float=DEFAULTS.balance, # 'none', 'undersample', 'oversample', 'weighted' or a PNEUMONIA share (see `balance_items`)
+                     balance:str|float=DEFAULTS.balance, # 'none', 'undersample', 'oversample', 'weighted' or a PNEUMONIA share (see `balance_items`); ignored for 'normal_only'
                      aug:str|list=DEFAULTS.aug, # An augmentation preset or a list of batch transforms
                      bs:int=DEFAULTS.bs, # Batch size
                      seed:int=DEFAULTS.seed, # Seed for the split, the resampling and the shuffling
@@ -672,7 +672,8 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
     set_seed(seed)
     if cache: kwargs = {'dl_type': CachedXrayDL, 'num_workers': 0, **kwargs}  # a batch is one index: no work left for worker processes
     dls = block.dataloaders(fit, bs=bs, **kwargs)
-    dls.xray = DataRecord(task, size, stats, items, class_weights(fit, label, TASKS[label]) if balance == 'weighted' else None)
+    dls.xray = DataRecord(task, size, stats, items, class_weights(fit, label, TASKS[label])
+                           if balance == 'weighted' and task != 'normal_only' else None)  # one class: nothing to weigh
     return dls
 
 # %% ../nbs/01_data.ipynb #3057bde8

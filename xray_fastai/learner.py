@@ -100,11 +100,14 @@ def _save_through_file(save, fn:Path):
         raise
 
 class _SaveBest(SaveModelCallback):
-    "`SaveModelCallback` that reloads the best weights only when they are on disk: `tta` calls `after_fit` after training is over"
+    "`SaveModelCallback` that saves the best epoch quietly and reloads it only when it is on disk: `tta` calls `after_fit` after training is over"
     def _save(self, name):
         self.last_saved_path = join_path_file(name, self.path/self.model_dir, ext='.pth')
         if rank_distrib(): return  # `Learner.save` writes on rank 0 only; opening the file on another rank would empty it
         _save_through_file(partial(self.learn.save, with_opt=self.with_opt), self.last_saved_path)
+    def after_epoch(self):  # fastai's own prints 'Better model found at epoch 0 with roc_auc_score value: 0.8513...'; `EpochLines` says it readably
+        super(SaveModelCallback, self).after_epoch()  # the tracker: is this epoch the best so far?
+        if self.new_best: self._save(self.fname)
     def after_fit(self, **kwargs):
         if (self.path/self.model_dir/f'{self.fname}.pth').exists(): super().after_fit(**kwargs)
 
@@ -175,16 +178,18 @@ def training_log(learn:Learner) -> pd.DataFrame:
 
 # %% ../nbs/04_learner.ipynb #0e3edb80
 class EpochLines(Callback):
-    "Report each finished epoch as one line through `write`: its losses and metrics"
-    order = 60  # after the recorder
-    def __init__(self, write, label:str): self.write, self.label, self.fitting = write, label, False  # `name` is the callback's own
-    def before_fit(self): self.fitting, self.learn.logger = True, noop  # the recorder's raw list of values: not printed
-    def after_fit(self): self.fitting = False
+    "Report each training epoch as one line through `write`: its losses and metrics, and whether it is the best so far"
+    order = SaveModelCallback.order + 1  # after the recorder, and after the tracker that decides the best epoch
+    def __init__(self, write, label:str): self.write, self.label, self.trained = write, label, False  # `name` is the callback's own
+    def before_fit(self): self.learn.logger = noop  # the recorder's raw list of values: not printed
+    def after_train(self): self.trained = True  # `get_preds` and `validate` run epochs too, but never a training phase
     def after_epoch(self):
-        if not self.fitting: return  # `get_preds` and `validate` run epochs too
+        if not self.trained: return
+        self.trained = False
         names = self.recorder.metric_names[1:-1]
         vals = ', '.join(f"{n} {v:.4f}" for n, v in zip(names, self.recorder.log[1:-1]) if isinstance(v, float))
-        self.write(f"  {self.label} epoch {self.epoch+1}/{self.n_epoch}: {vals}")
+        best = [cb.monitor for cb in self.learn.cbs if isinstance(cb, SaveModelCallback) and cb.new_best]
+        self.write(f"  {self.label} epoch {self.epoch+1}/{self.n_epoch}: {vals}" + (f" (best {best[0]} so far: kept)" if best else ''))
 
 @contextmanager
 def no_progress_bars():
