@@ -26,12 +26,12 @@ from .embeddings import extract_features, resolve_layer
 from .export import model_state
 
 # %% auto #0
-__all__ = ['RECONSTRUCTION_LOSSES', 'AE_VARIANTS', 'check_normal_only', 'anomaly_items', 'is_sick', 'ConvAutoencoder', 'ssim_map',
-           'ReconstructionLoss', 'KLDivergence', 'CorruptInput', 'autoencoder_learner', 'anomaly_learner',
-           'anomaly_scores', 'ReconstructionScore', 'FeatureDensity', 'synthetic_opacity', 'PlantOpacity',
-           'opacity_learner', 'ClassifierScore', 'PatchMemory', 'CombinedScore', 'normal_threshold', 'anomaly_report',
-           'anomaly_results', 'fit_timed', 'autoencoder_scores', 'autoencoder_variant_scores', 'opacity_scores',
-           'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
+__all__ = ['RECONSTRUCTION_LOSSES', 'AE_VARIANTS', 'OPACITY_SCORES', 'OPACITY_PARTS', 'check_normal_only', 'anomaly_items',
+           'is_sick', 'ConvAutoencoder', 'ssim_map', 'ReconstructionLoss', 'KLDivergence', 'CorruptInput',
+           'autoencoder_learner', 'anomaly_learner', 'anomaly_scores', 'ReconstructionScore', 'FeatureDensity',
+           'synthetic_opacity', 'PlantOpacity', 'opacity_learner', 'ClassifierScore', 'PatchMemory', 'CombinedScore',
+           'normal_threshold', 'anomaly_report', 'anomaly_results', 'fit_timed', 'autoencoder_scores',
+           'autoencoder_variant_scores', 'opacity_scores', 'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
 
 # %% ../nbs/11_anomaly.ipynb #a6bdf5f6
 def check_normal_only(dls:DataLoaders # `DataLoaders` meant for training on healthy images
@@ -383,7 +383,7 @@ class CombinedScore:
         "Mean and standard deviation of each score on normal images"
         if items is None: items = anomaly_items(dls, 'valid').pipe(lambda v: v[is_sick(v) == 0])
         if is_sick(items).any(): raise ValueError("standardise on NORMAL images only")
-        s = np.stack([anomaly_scores(f, dls, items) for f in self.scores])
+        s = np.stack([anomaly_scores(f, dls, items, progress=False) for f in self.scores])
         self.stats = list(zip(s.mean(1), s.std(1)))
         return self
 
@@ -468,30 +468,41 @@ def autoencoder_variant_scores(dls:DataLoaders, # From `xray_dataloaders(task='n
     "`autoencoder_scores` of each variant: losses, masking, denoising, variational"
     return merge(*[autoencoder_scores(dls, name=n, **kwargs, **kw) for n, kw in variants.items()])
 
+OPACITY_SCORES = {  # name -> the score, from the trained model, its body's stages, the data and the seed
+    'opacity model': lambda m, stages, dls, seed: ClassifierScore(m),
+    'opacity embedding density': lambda m, stages, dls, seed: FeatureDensity(m).fit(dls),
+    'opacity body density': lambda m, stages, dls, seed: FeatureDensity(m, stages).fit(dls),
+    'opacity patch memory, last 2 stages': lambda m, stages, dls, seed: PatchMemory(m, stages[-2:], seed=seed).fit(dls),
+    'opacity patch memory, last 3 stages': lambda m, stages, dls, seed: PatchMemory(m, stages[-3:], seed=seed).fit(dls)}
+OPACITY_PARTS = {'opacity model + embedding density': ['opacity model', 'opacity embedding density'],  # sums of z-scored scores
+                 'opacity model + body density': ['opacity model', 'opacity body density'],
+                 'opacity model + both densities': ['opacity model', 'opacity embedding density', 'opacity body density'],
+                 'opacity model + patch memory, last 2 stages': ['opacity model', 'opacity patch memory, last 2 stages']}
+
 @delegates(opacity_learner, but=['dls'])
 def opacity_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
                    seed:int=0, # Seed of the initial weights, the shuffling, the planted opacities and the patch memories
                    epochs:int=14, # Training epochs
                    lr:float=2e-3, # Peak learning rate
                    keep:str|Path=None, # Save the model's weights here, as `opacity_{size}px_seed{seed}.safetensors`
+                   names:list=None, # Scores of `OPACITY_SCORES` and sums of `OPACITY_PARTS` to fit; None: all of them
                    **kwargs, # Passed to `opacity_learner`
                   ) -> dict: # Score name -> (anomaly score, training seconds)
     "Train the synthetic-opacity model; its probability, feature densities, patch memories and sums of them"
+    names = names or [*OPACITY_SCORES, *OPACITY_PARTS]
+    if unknown := [n for n in names if n not in OPACITY_SCORES and n not in OPACITY_PARTS]:
+        raise ValueError(f"unknown opacity score(s) {unknown}; choose from {[*OPACITY_SCORES, *OPACITY_PARTS]}")
     set_seed(seed)
     op = opacity_learner(dls, **kwargs)
     s = fit_timed(op, epochs, lr)
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         save_file(model_state(op.model), Path(keep)/f'opacity_{data_record(dls).size}px_seed{seed}.safetensors')
-    prob, emb = ClassifierScore(op.model), FeatureDensity(op.model).fit(dls)
-    stages = [m for _, m in body_stages(op.model)]
-    body = FeatureDensity(op.model, stages).fit(dls)
-    patch2, patch3 = PatchMemory(op.model, stages[-2:], seed=seed).fit(dls), PatchMemory(op.model, stages[-3:], seed=seed).fit(dls)
-    singles = {'opacity model': prob, 'opacity embedding density': emb, 'opacity body density': body,
-               'opacity patch memory, last 2 stages': patch2, 'opacity patch memory, last 3 stages': patch3}
-    combined = {'opacity model + embedding density': [prob, emb], 'opacity model + body density': [prob, body],
-                'opacity model + both densities': [prob, emb, body], 'opacity model + patch memory, last 2 stages': [prob, patch2]}
-    return {**{n: (f, s) for n, f in singles.items()}, **{n: (CombinedScore(fs).fit(dls), s) for n, fs in combined.items()}}
+    stages, fitted = [m for _, m in body_stages(op.model)], {}
+    def single(n):  # each score is fitted once, also when sums share it
+        if n not in fitted: fitted[n] = OPACITY_SCORES[n](op.model, stages, dls, seed)
+        return fitted[n]
+    return {n: (CombinedScore([single(p) for p in OPACITY_PARTS[n]]).fit(dls) if n in OPACITY_PARTS else single(n), s) for n in names}
 
 # %% ../nbs/11_anomaly.ipynb #03ce2b5f
 def show_reconstructions(score:ReconstructionScore, # The autoencoder's score (its model and error kind)

@@ -14,18 +14,20 @@ from fastcore.script import CliError
 from .core import DEFAULTS, atomic_write, hardware
 
 # %% auto #0
-__all__ = ['PRESETS', 'AE_WIDTHS', 'MAP_POINTS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'report_items', 'ReportDoc',
-           'discuss_binary', 'discuss_multiclass', 'discuss_knn', 'discuss_anomaly', 'discuss_pointing',
-           'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage', 'anomaly_stage',
-           'explain_stage', 'report_doc', 'write_report', 'check_report_folder', 'finished_stage', 'report']
+__all__ = ['PRESETS', 'AE_WIDTHS', 'DETECTORS', 'MAP_POINTS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'report_items', 'ReportDoc',
+           'seed_noise', 'discuss_binary', 'discuss_multiclass', 'discuss_knn', 'discuss_anomaly', 'discuss_shift',
+           'discuss_pointing', 'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage',
+           'anomaly_stage', 'explain_stage', 'shift_stage', 'report_doc', 'write_report', 'check_report_folder',
+           'finished_stage', 'report']
 
 # %% ../nbs/14_report.ipynb #0c409682
 PRESETS = {  # None: the library's default
-    'phantoms': dict(size=64, epochs=6, ae_epochs=8, bs=32),   # the built-in phantoms: a few minutes on a 2-core CPU
-    'data': dict(size=DEFAULTS.size, epochs=DEFAULTS.epochs, ae_epochs=8, bs=DEFAULTS.bs),  # --data: the default run's classifiers, minutes on a CPU
-    'full': dict(size=224, epochs=None, ae_epochs=20, bs=64),  # --full: 224 px and the library's epochs, for a GPU
+    'phantoms': dict(size=64, epochs=6, ae_epochs=8, opacity_epochs=8, anomaly_size=64, bs=32),  # the built-in phantoms: a few minutes on a 2-core CPU
+    'data': dict(size=DEFAULTS.size, epochs=DEFAULTS.epochs, ae_epochs=8, opacity_epochs=40, anomaly_size=96, bs=DEFAULTS.bs),  # --data: the default run's classifiers; within 30 minutes on a 2-core CPU
+    'full': dict(size=224, epochs=None, ae_epochs=20, opacity_epochs=160, anomaly_size=96, bs=64),  # --full: 224 px classifiers and the anomaly chapter's 160-epoch detector, for a GPU
 }
 AE_WIDTHS = (16, 32, 64, 128)  # the anomaly chapter's benchmark autoencoder
+DETECTORS = ('opacity model', 'opacity body density', 'opacity model + body density', 'opacity patch memory, last 2 stages')  # the anomaly chapter's best, beside the autoencoder
 MAP_POINTS = 500  # training images drawn for the t-SNE map, besides every test image
 
 def report_items(source:str|Path, # Data (see `xray_source`)
@@ -48,6 +50,11 @@ def _inline_html(text:str) -> str:
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45}"
           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
           "img{max-width:100%}figcaption{font-size:.9em;color:#555}code{background:#f4f4f4}")
+
+def _cell(v) -> str:
+    "A table value as the report shows it: floats to 3 decimals, integers as integers, a missing value as –"
+    if v is None or (isinstance(v, float) and np.isnan(v)): return '–'
+    return f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)
 
 class ReportDoc:
     "A report as blocks (headings, paragraphs, tables, figures), written as Markdown or as one self-contained HTML page"
@@ -76,7 +83,7 @@ class ReportDoc:
         for kind, *a in self.blocks:
             if kind == 'h': out.append(f'<h{a[0]}>{_inline_html(a[1])}</h{a[0]}>')
             elif kind == 'p': out.append(f'<p>{_inline_html(a[0])}</p>')
-            elif kind == 'table': out.append(a[0].to_html(float_format=lambda v: f'{v:.3f}', na_rep='–', border=0))
+            elif kind == 'table': out.append(a[0].map(_cell).to_html(border=0))  # formatted here: pandas would show an int in a float column as 8.000
             else:
                 data = base64.b64encode((Path(folder)/a[0]).read_bytes()).decode()
                 out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(a[1])}">'
@@ -86,65 +93,126 @@ class ReportDoc:
 # %% ../nbs/14_report.ipynb #626125c1
 def _pts(a:float, b:float) -> str: return f"{100*abs(a - b):.1f} points"
 
-def discuss_binary(rec:dict # From `train_classifier`: binary, with a test split
+_noise = {}
+def seed_noise() -> dict:
+    "Seed-to-seed standard deviation of each difference the discussion states, measured over seeds in the published benchmarks"
+    if not _noise:
+        from xray_fastai.experiments import published_results
+        b = pd.read_csv(published_results('recipe_binary_cpu128.csv'))   # the default recipe, 128 px, fresh seeds
+        b = b[b.variant == 'weighted']
+        m = pd.read_csv(published_results('recipe_multiclass_cpu128.csv'))
+        m = m[m.variant == 'weighted']
+        e = pd.read_csv(published_results('embeddings_cpu.csv'))          # kNN (the chapter's procedure) against the head
+        a = pd.read_csv(published_results('anomaly_opacity40_combined_cpu.csv'))
+        x = pd.read_csv(published_results('explain_phantoms_cpu_n3000.csv'))
+        recalls = m[[c for c in m if c.startswith('test_recall_')]].to_numpy()
+        _noise.update(sens_minus_spec=(b.test_sensitivity - b.test_specificity).std(), test_accuracy=b.test_accuracy.std(),
+                      test_roc_auc=b.test_roc_auc.std(), class_recall=float(np.nanmean(recalls.std(0, ddof=1))),
+                      **{f'knn_minus_head_{t}': (g.knn_chapter_accuracy - g.head_accuracy).std() for t, g in e.groupby('task')},
+                      anomaly_auroc=a.groupby('variant').test_auroc.std().mean(), pointing_hit=x.test_hit.std())
+    return _noise
+
+def _differ(a:float, b:float, noise:float) -> bool:
+    "Whether `a` and `b` differ by more than the seed noise measured for that difference"
+    return abs(a - b) > noise
+
+def discuss_binary(rec:dict, # From `train_classifier`: binary, with a test split
+                   noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
                   ) -> list: # Sentences
-    "What the binary classifier's numbers say: the sensitivity/specificity balance at its threshold, and validation vs test"
+    "What the binary classifier's numbers say: the sensitivity/specificity balance at its decision rule, and validation vs test"
+    noise = noise or seed_noise()
     sens, spec = rec['test_thr_sensitivity'], rec['test_thr_specificity']
-    side = ('calls pneumonia too readily (healthy lungs flagged)' if sens > spec else
-            'misses pneumonia more often than it flags healthy lungs' if spec > sens else 'is balanced')
-    out = [f"At the threshold chosen on validation ({rec['threshold']:.3f}) it finds {sens:.1%} of the pneumonias and clears "
-           f"{spec:.1%} of the healthy lungs: a gap of {_pts(sens, spec)}, so it {side}."]
-    drop = rec['valid_accuracy'] - rec['test_thr_accuracy']
-    out.append(f"Validation accuracy {rec['valid_accuracy']:.3f}, test accuracy {rec['test_thr_accuracy']:.3f}: "
-               + (f"{_pts(rec['valid_accuracy'], rec['test_thr_accuracy'])} lower on test, more than a new draw of images "
-                  "explains; the test split was collected apart from the training images (see the shift chapter)."
-                  if drop > 0.05 else "close, so the validation split predicted the test score well."))
+    gap = f"a gap of {_pts(sens, spec)}, more than the {100*noise['sens_minus_spec']:.1f} points it moves from seed to seed"
+    side = (f"{gap}: it calls pneumonia too readily (healthy lungs flagged)" if sens - spec > noise['sens_minus_spec'] else
+            f"{gap}: it misses pneumonia more often than it flags healthy lungs" if spec - sens > noise['sens_minus_spec'] else
+            f"alike within the {100*noise['sens_minus_spec']:.1f} points the gap moves from seed to seed")
+    out = [f"At its decision threshold ({rec['threshold']:.3f}, chosen on validation) it finds {sens:.1%} of the pneumonias "
+           f"and clears {spec:.1%} of the healthy lungs: {side}."]
+    v, t = rec['valid_accuracy'], rec['test_thr_accuracy']
+    out.append(f"Validation accuracy {v:.3f}, test accuracy {t:.3f}: "
+               + (f"{_pts(v, t)} lower on test, more than the {100*noise['test_accuracy']:.1f} points test accuracy moves from "
+                  "seed to seed; the test split was collected apart from the training images (see the shift chapter)."
+                  if v - t > noise['test_accuracy'] else "alike, within the seed noise, so the validation split predicted the test score."))
     return out
 
 def discuss_multiclass(rec:dict, # From `train_classifier`: multiclass
                        vocab:list, # Class names
+                       noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
                       ) -> list: # Sentences
-    "What the 3-class numbers say: the hardest class and the most frequent confusion"
+    "What the 3-class numbers say: the hardest class, when it stands out from the seed noise, and the most frequent confusion"
+    noise = noise or seed_noise()
     c = np.array(rec['test_confusion'], float)
     recall = np.diag(c) / np.maximum(c.sum(1), 1)
+    lo, second = np.argsort(recall)[:2]
+    hardest = (f"the hardest class is {vocab[lo]}" if _differ(recall[lo], recall[second], noise['class_recall']) else
+               f"{vocab[lo]} and {vocab[second]} are alike, the lowest two within the seed noise of a class's recall "
+               f"({100*noise['class_recall']:.1f} points)")
     off = c.copy(); np.fill_diagonal(off, 0)
     t, p = np.unravel_index(off.argmax(), off.shape)
     return [f"Test accuracy {rec['test_accuracy']:.3f}, balanced accuracy {rec['test_balanced_accuracy']:.3f}. "
-            f"Recall per class: " + ', '.join(f"{v} {r:.1%}" for v, r in zip(vocab, recall)) + f"; the hardest class is {vocab[recall.argmin()]}.",
+            f"Recall per class: " + ', '.join(f"{v} {r:.1%}" for v, r in zip(vocab, recall)) + f"; {hardest}.",
             f"The most frequent mistake is {vocab[t]} called {vocab[p]} ({int(off[t, p])} of {int(c[t].sum())} test images)."]
 
 def discuss_knn(task:str, # 'binary' or 'multiclass'
                 r:dict, # One task's embeddings record
+                noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
                ) -> str:
-    "Which of the kNN vote and the network's head is better on test, and what validation said"
-    h, k = r['head']['accuracy'], r['knn']['accuracy']
-    who = 'the head' if h > k else 'the kNN vote' if k > h else 'neither'
-    return (f"{task}: {who} is better on test ({'head' if h >= k else 'kNN'} {max(h, k):.3f} vs {min(h, k):.3f}, "
-            f"{_pts(h, k)}); on validation the head scored {r['head_valid_accuracy']:.3f} and the kNN procedure, "
+    "Whether the kNN vote or the network's head is better on test, beyond the seed noise, and what validation said"
+    noise = noise or seed_noise()
+    h, k, n = r['head']['accuracy'], r['knn']['accuracy'], noise[f'knn_minus_head_{task}']
+    verdict = (f"{'the head' if h > k else 'the kNN vote'} is better on test ({'head' if h > k else 'kNN'} {max(h, k):.3f} vs "
+               f"{min(h, k):.3f}, {_pts(h, k)}, more than the {100*n:.1f} points the difference moves from seed to seed)"
+               if _differ(h, k, n) else f"the head and the kNN vote are alike on test (head {h:.3f}, kNN {k:.3f}, within the "
+               f"{100*n:.1f} points the difference moves from seed to seed)")
+    return (f"{task}: {verdict}; on validation the head scored {r['head_valid_accuracy']:.3f} and the kNN procedure, "
             f"cross-fitted, {r['knn_valid_accuracy']:.3f}.")
 
-def discuss_anomaly(table:pd.DataFrame, # From `anomaly_results`
+def discuss_anomaly(table:pd.DataFrame, # From `anomaly_results`, a `detector` column naming each score's model
                     classifier_auc:float=None, # The binary classifier's test ROC AUC, for comparison
+                    noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
                    ) -> list: # Sentences
-    "Which score validation picks, how it ranks sick lungs on test, and how far it is from the classifier"
+    "Which score validation picks, how it compares with the plain autoencoder, how it ranks sick lungs on test, how far it is from the classifier"
+    noise = noise or seed_noise()
     best = table.loc[table.valid_auroc.idxmax()]
-    auc = best.test_auroc
+    auc, n = best.test_auroc, noise['anomaly_auroc']
     out = [f"Validation picks `{best.variant}` (validation AUROC {best.valid_auroc:.3f}); on test its AUROC is {auc:.3f}"
-           + (", below 0.5: it scores sick lungs as *more* normal than healthy ones, reconstruction error alone does not see "
-              "pneumonia here." if auc < 0.5 else ", above chance." if auc < 0.7 else ".")]
+           + (", below 0.5: it scores sick lungs as *more* normal than healthy ones." if auc < 0.5 else ", above chance." if auc < 0.7 else ".")]
+    ae = table[table.variant.str.startswith('autoencoder')]
+    if len(ae) and not best.variant.startswith('autoencoder'):
+        a = ae.loc[ae.valid_auroc.idxmax()]
+        out.append(f"The plain autoencoder's best score, `{a.variant}`, reaches a test AUROC of {a.test_auroc:.3f}"
+                   + (" (below chance: sick lungs are rebuilt *better* than healthy ones)" if a.test_auroc < 0.5 else "")
+                   + (f", {_pts(auc, a.test_auroc)} {'below' if auc > a.test_auroc else 'above'} the picked detector."
+                      if _differ(auc, a.test_auroc, n) else ", alike within the seed noise."))
     out.append(f"At its threshold (the 95th percentile of validation normals) it flags {best.test_sensitivity:.1%} of sick "
                f"and {1 - best.test_specificity:.1%} of healthy test lungs.")
     if classifier_auc is not None:
         out.append(f"The binary classifier, which saw sick lungs in training, reaches a test AUC of {classifier_auc:.3f}: "
-                   f"{_pts(classifier_auc, auc)} {'above' if classifier_auc > auc else 'below'} the detector trained on healthy lungs only.")
+                   + (f"{_pts(classifier_auc, auc)} {'above' if classifier_auc > auc else 'below'} the detector trained on healthy lungs only."
+                      if _differ(classifier_auc, auc, np.hypot(n, noise['test_roc_auc'])) else "alike within the seed noise of the two."))
     return out
 
-def discuss_pointing(r:dict # The pointing game's record
+def discuss_shift(r:dict, # The shift stage's record
+                  binary:dict, # The binary classifier's record
+                 ) -> str:
+    "How far apart the training and test collections look, class by class, beside the binary classifier's validation and test accuracy"
+    auc, normal = r['domain_auc'], r.get('domain_auc_NORMAL')
+    return (f"A linear model tells test images from training images with AUC {auc:.3f}"
+            + (f" ({normal:.3f} among the healthy lungs alone)" if normal is not None else "")
+            + (": the two collections look alike to it" if auc < 0.6 else ": the test images give their collection away")
+            + f". The binary classifier scored {binary['valid_accuracy']:.3f} on validation images from the training folder and "
+            f"{binary['test_thr_accuracy']:.3f} on the test folder.")
+
+def discuss_pointing(r:dict, # The pointing game's record
+                     noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
                     ) -> str:
     "How often Grad-CAM's peak falls on the lesion, against chance"
-    return (f"On the test phantoms Grad-CAM's peak falls on the lesion in {r['test_hit']:.1%} of sick images at layer "
-            f"`{r['layer']}` (chosen on validation, {r['valid_hit']:.1%}); a point drawn at random would hit it "
-            f"{r['hit_chance']:.1%} of the time: the maps hit {r['test_hit']/max(r['hit_chance'], 1e-9):.1f}× as often as chance.")
+    noise = noise or seed_noise()
+    s = (f"On the test phantoms Grad-CAM's peak falls on the lesion in {r['test_hit']:.1%} of sick images at layer "
+         f"`{r['layer']}` (chosen on validation, {r['valid_hit']:.1%}); a point drawn at random would hit it {r['hit_chance']:.1%} of the time")
+    if _differ(r['test_hit'], r['hit_chance'], noise['pointing_hit']):
+        return s + f": the maps hit {r['test_hit']/max(r['hit_chance'], 1e-9):.1f}× as often as chance."
+    return s + f": alike, within the {100*noise['pointing_hit']:.1f} points the hit rate moves from seed to seed."
 
 # %% ../nbs/14_report.ipynb #e059d5e8
 def _save_fig(fig, out:Path, name:str) -> str:
@@ -201,7 +269,7 @@ def trained_classifier(ctx:SimpleNamespace, task:str):
 
 # %% ../nbs/14_report.ipynb #d8e18232
 def embeddings_stage(ctx:SimpleNamespace) -> dict:
-    "Task 3: kNN on each classifier's embeddings against its head (`choose_knn`, `crossfit_accuracy`), and a t-SNE map"
+    "Task 2: kNN on each classifier's embeddings against its head (`choose_knn`, `crossfit_accuracy`), and a t-SNE map"
     from xray_fastai.embeddings import get_embeddings, choose_knn, crossfit_accuracy, knn_vs_head, plot_knn_vs_head, embedding_map, plot_map
     rec, figs = {}, []
     for task in ('binary', 'multiclass'):
@@ -234,26 +302,32 @@ def _wrong(learn, test) -> np.ndarray:
 
 # %% ../nbs/14_report.ipynb #94e079ca
 def anomaly_stage(ctx:SimpleNamespace) -> dict:
-    "Task 4: an autoencoder on healthy lungs only, its scores' thresholds and test report (`anomaly_results`), histograms and ROC"
+    "Task 3: detectors trained on healthy lungs only - the plain autoencoder and the synthetic-opacity model with its densities and patch memory; validation AUROC picks"
     from xray_fastai.data import xray_dataloaders
     from xray_fastai.learner import EpochLines
-    from xray_fastai.anomaly import autoencoder_scores, anomaly_results, plot_score_hist, plot_score_rocs
-    dls = xray_dataloaders(ctx.items, task='normal_only', size=ctx.size, bs=min(ctx.bs, 32), aug='light', seed=ctx.seed)
-    trained = autoencoder_scores(dls, ctx.seed, ctx.ae_epochs, 3e-3, density=False, widths=AE_WIDTHS,
-                                 cbs=[EpochLines(ctx.write, 'autoencoder')])
-    scores, train_s = {k: f for k, (f, _) in trained.items()}, next(iter(trained.values()))[1]
+    from xray_fastai.anomaly import autoencoder_scores, opacity_scores, anomaly_results, plot_score_hist, plot_score_rocs
+    dls = xray_dataloaders(ctx.items, task='normal_only', size=ctx.anomaly_size, bs=min(ctx.bs, 32), aug='light', seed=ctx.seed)
+    ae = autoencoder_scores(dls, ctx.seed, ctx.ae_epochs, 3e-3, name='autoencoder', density=False, widths=AE_WIDTHS,
+                            cbs=[EpochLines(ctx.write, 'autoencoder')])
+    op = opacity_scores(dls, ctx.seed, ctx.opacity_epochs, 2e-3, names=list(DETECTORS), cbs=[EpochLines(ctx.write, 'opacity model')])
+    trained = {**ae, **op}
+    scores = {k: f for k, (f, _) in trained.items()}
     table, images = anomaly_results(scores, dls, progress=False)
+    table.insert(1, 'detector', ['autoencoder' if k in ae else 'synthetic-opacity model' for k in table.variant])
+    picked = table.variant[table.valid_auroc.idxmax()]
     test = images[images['set'] == 'test']
-    figs = [_save_fig(plot_score_hist({k: test[k].to_numpy() for k in scores}, test, dict(zip(table.variant, table.test_threshold))),
+    shown = list(dict.fromkeys([picked, *ae]))   # the picked score beside the plain autoencoder's
+    figs = [_save_fig(plot_score_hist({k: test[k].to_numpy() for k in shown}, test, dict(zip(table.variant, table.test_threshold))),
                       ctx.out, 'anomaly-histograms')]
     figs.append(_save_fig(plot_score_rocs({k: test[k].to_numpy() for k in scores}, test).figure, ctx.out, 'anomaly-roc'))
     n_fit = dict(train=len(dls.train.items), valid_normal=len(dls.valid.items))
-    return dict(record=dict(table=table.to_dict('records'), train_s=train_s, widths=list(AE_WIDTHS), epochs=ctx.ae_epochs,
-                            lr=3e-3, images=n_fit), figures=figs)
+    return dict(record=dict(table=table.to_dict('records'), picked=picked, size=ctx.anomaly_size, images=n_fit,
+                            autoencoder=dict(widths=list(AE_WIDTHS), epochs=ctx.ae_epochs, lr=3e-3, train_s=next(iter(ae.values()))[1]),
+                            opacity=dict(epochs=ctx.opacity_epochs, lr=2e-3, train_s=next(iter(op.values()))[1])), figures=figs)
 
 # %% ../nbs/14_report.ipynb #4ab27855
 def explain_stage(ctx:SimpleNamespace) -> dict:
-    "Task 5: Grad-CAM on right and wrong test images of the binary classifier; the pointing game on phantoms"
+    "Task 4: Grad-CAM on right and wrong test images of the binary classifier; the pointing game on phantoms"
     from torch import Tensor
     from xray_fastai.learner import EpochLines
     from xray_fastai.explain import GradCAM, cam_grid, pointing_game, candidate_layers, localise, phantom_batch
@@ -283,6 +357,13 @@ def explain_stage(ctx:SimpleNamespace) -> dict:
     shown = dict(right=int(min(4, right.sum())), wrong=int(min(4, (~right).sum())))
     return dict(record=dict(pointing_game=res, gradcam_images=shown), figures=figs)
 
+def shift_stage(ctx:SimpleNamespace) -> dict:
+    "The test shift: how well a label-free linear model tells test images from the training folder's (`domain_classifier`), overall and within each class"
+    from xray_fastai.shift import domain_classifier
+    r = domain_classifier(ctx.items)
+    return dict(record=dict(domain_auc=r['auc'], **{f'domain_auc_{c}': r[f'auc_{c}'] for c in ('NORMAL', 'PNEUMONIA') if f'auc_{c}' in r}),
+                figures=[])
+
 # %% ../nbs/14_report.ipynb #1561f7ed
 _APPROACH = {
     'binary': "A {arch} trained from scratch with the library's protocol (`train_classifier`: one-cycle schedule, mixed "
@@ -295,9 +376,17 @@ _APPROACH = {
                   "test images; the kNN's validation accuracy is cross-fitted (`crossfit_accuracy`: choices made on half of "
                   "the validation patients, scored on the other half). The map: t-SNE of the binary model's embeddings of "
                   "{map_points} training images (dots) and every test image (triangles, mistakes circled).",
-    'anomaly': "A convolutional autoencoder (widths {widths}) trained to rebuild healthy lungs only; its reconstruction "
-               "error (MSE, and 1 − SSIM) is the anomaly score. The threshold is the 95th percentile of the validation "
-               "normals' scores; the validation AUROC picks the score; the test split is scored once (`anomaly_results`).",
+    'anomaly': "Two detectors trained on healthy lungs only, at {size} px. A convolutional autoencoder (widths {widths}) "
+               "rebuilds them; its reconstruction error (MSE, and 1 − SSIM) is an anomaly score. The anomaly chapter's best "
+               "detector, a VGG trained to find synthetic opacities planted in healthy lungs, gives four more: its "
+               "probability of an opacity, the density of its body's features among healthy lungs', the two summed, and a "
+               "memory of healthy patch features (PatchCore-style, its last two stages). Each score's threshold is the 95th "
+               "percentile of the validation normals' scores; the validation AUROC (held-out training patients, healthy "
+               "and sick) picks the score; the test split is scored once (`anomaly_results`).",
+    'shift': "The test folder was collected apart from the training folder. A linear model on label-free image features "
+             "(a 32 px thumbnail and an intensity histogram, `domain_classifier`) is trained to tell the two apart, "
+             "patients kept within one fold: an AUC of 0.5 means the collections look alike, 1.0 that every image "
+             "gives its origin away.",
     'explain': "Grad-CAM maps of the binary classifier for up to four right and four wrong test images (right first). "
                "Then the pointing game on phantoms, whose lesions are known: the layer is chosen on the validation "
                "phantoms, and a test phantom is a hit when the map's peak falls within 3 pixels of its lesion "
@@ -323,12 +412,13 @@ def _figures(doc:ReportDoc, res:dict, captions:dict):
 _CAPTIONS = {'binary-training': 'Task 1a: losses and validation metrics per epoch', 'binary-confusion': 'Task 1a: test confusion matrices',
              'binary-roc': 'Task 1a: ROC on the test split', 'multiclass-training': 'Task 1b: losses and validation metrics per epoch',
              'multiclass-confusion': 'Task 1b: test confusion matrix', 'multiclass-roc': 'Task 1b: ROC of each class against the rest',
-             'embeddings-binary-confusion': 'Task 3: head and kNN on the binary test split',
-             'embeddings-multiclass-confusion': 'Task 3: head and kNN on the 3-class test split',
-             'embeddings-tsne': 'Task 3: t-SNE map of the binary model\'s embeddings', 'anomaly-histograms':
-             'Task 4: test scores per class (share of each class per bin), with the thresholds', 'anomaly-roc': 'Task 4: ROC of the anomaly scores on the test split',
-             'gradcam-test': 'Task 5: Grad-CAM of the predicted class on right (first) and wrong test images',
-             'gradcam-phantoms': 'Task 5: Grad-CAM of the sick class on sick test phantoms, at the layer the pointing game chose'}
+             'embeddings-binary-confusion': 'Task 2: head and kNN on the binary test split',
+             'embeddings-multiclass-confusion': 'Task 2: head and kNN on the 3-class test split',
+             'embeddings-tsne': 'Task 2: t-SNE map of the binary model\'s embeddings', 'anomaly-histograms':
+             'Task 3: test scores per class (share of each class per bin) of the picked score and the autoencoder\'s, with the thresholds',
+             'anomaly-roc': 'Task 3: ROC of every anomaly score on the test split',
+             'gradcam-test': 'Task 4: Grad-CAM of the predicted class on right (first) and wrong test images',
+             'gradcam-phantoms': 'Task 4: Grad-CAM of the sick class on sick test phantoms, at the layer the pointing game chose'}
 
 def report_doc(info:dict, # Settings and facts of the run
                res:dict, # Stage name -> its result (record, figures, seconds)
@@ -337,22 +427,30 @@ def report_doc(info:dict, # Settings and facts of the run
     "The report laid out like the course report: data, then per task approach, settings, results, figures and discussion"
     doc = ReportDoc(f"Chest X-ray report: {info['data']}")
     doc.p(f"Made {info['date']} with `{info['command']}` in {info['total_seconds']:.0f} s on {info['hardware']}. "
-          f"Preset `{info['preset']}`: {info['size']} px, {info['epochs'] or 'the library default'} epoch(s) per classifier, "
-          f"{info['ae_epochs']} for the autoencoder, batch size {info['bs']}, seed {info['seed']}"
+          f"Preset `{info['preset']}`: {info['size']} px, {info['epochs'] or 'the library default'} epoch(s) per classifier; "
+          f"anomaly detectors at {info['anomaly_size']} px, {info['ae_epochs']} epoch(s) for the autoencoder and "
+          f"{info['opacity_epochs']} for the opacity model; batch size {info['bs']}, seed {info['seed']}"
           + (f", at most {info['n']} images per class and split." if info['n'] else "."))
     doc.h('Data').table(pd.crosstab(items['split'], items['multiclass'].fillna(items['binary'])).rename_axis('images'))
     for task, title in (('binary', '1a. NORMAL vs PNEUMONIA'), ('multiclass', '1b. NORMAL, BACTERIA, VIRUS')):
         r = res[task]['record']
         doc.h(title).h('Approach', 3).p(_APPROACH[task].format(arch=r['arch']))
         doc.h('Settings', 3).table(_table({'value': dict(arch=r['arch'], size=r['size'], epochs=r['epochs'], lr=r['lr'], bs=r['bs'],
-                                                          schedule=r['schedule'], training_images=r['n_train'],
+                                                          schedule=r['schedule'], balance=r['balance'],
+                                                          decision_rule=r.get('threshold_method') if task == 'binary' else 'argmax',
+                                                          training_images=r['n_train'],
                                                           validation_images=r['n_valid'], training_seconds=round(r['train_s'], 1))}, 'setting'))
         doc.h('Results', 3).table(_scores(r))
         _figures(doc.h('Figures', 3), res[task], _CAPTIONS)
         talk = discuss_binary(r) if task == 'binary' else discuss_multiclass(r, r['vocab'])
         doc.h('Discussion', 3).p(' '.join(talk))
+    sh = res['shift']['record']
+    doc.h('The test shift').h('Approach', 3).p(_APPROACH['shift'])
+    doc.h('Results', 3).table(_table({'domain AUC': {'all images': sh['domain_auc'], **{f'{c} only': sh.get(f'domain_auc_{c}')
+                                                     for c in ('NORMAL', 'PNEUMONIA')}}}, 'test vs training folder'))
+    doc.h('Discussion', 3).p(discuss_shift(sh, res['binary']['record']))
     e = res['embeddings']['record']
-    doc.h('3. Embeddings: kNN against the head').h('Approach', 3).p(_APPROACH['embeddings'].format(map_points=MAP_POINTS))
+    doc.h('2. Embeddings: kNN against the head').h('Approach', 3).p(_APPROACH['embeddings'].format(map_points=MAP_POINTS))
     rows = {f"{t}: {w}": {'k': e[t]['k'] if w == 'kNN' else None, 'metric': e[t]['metric'] if w == 'kNN' else None,
                           'valid_accuracy': e[t][f"{'knn' if w == 'kNN' else 'head'}_valid_accuracy"],
                           **{s: e[t]['knn' if w == 'kNN' else 'head'][s] for s in ('accuracy', 'balanced_accuracy', 'roc_auc')}}
@@ -362,16 +460,19 @@ def report_doc(info:dict, # Settings and facts of the run
     doc.h('Discussion', 3).p(' '.join(discuss_knn(t, e[t]) for t in ('binary', 'multiclass')))
     a = res['anomaly']['record']
     table = pd.DataFrame(a['table'])
-    doc.h('4. Anomaly detection trained on healthy lungs').h('Approach', 3).p(_APPROACH['anomaly'].format(widths='-'.join(map(str, a['widths']))))
-    doc.h('Settings', 3).table(_table({'value': dict(epochs=a['epochs'], lr=a['lr'], training_images=a['images']['train'],
-                                                    validation_normals=a['images']['valid_normal'], training_seconds=round(a['train_s'], 1))}, 'setting'))
-    cols = ['valid_auroc', 'test_auroc', 'test_auprc', 'test_threshold', 'test_sensitivity', 'test_specificity', 'test_accuracy']
-    doc.h('Results', 3).table(_table(table.set_index('variant')[cols].to_dict(), 'anomaly score'))
+    doc.h('3. Anomaly detection trained on healthy lungs').h('Approach', 3).p(
+        _APPROACH['anomaly'].format(size=a['size'], widths='-'.join(map(str, a['autoencoder']['widths']))))
+    doc.h('Settings', 3).table(_table({m: dict(epochs=a[k]['epochs'], lr=a[k]['lr'], training_images=a['images']['train'],
+                                               validation_normals=a['images']['valid_normal'], training_seconds=round(a[k]['train_s'], 1))
+                                       for m, k in (('autoencoder', 'autoencoder'), ('opacity model', 'opacity'))}, 'setting'))
+    cols = ['detector', 'valid_auroc', 'test_auroc', 'test_auprc', 'test_threshold', 'test_sensitivity', 'test_specificity', 'test_accuracy']
+    shown = table.set_index('variant')[cols].rename(index=lambda v: f"{v} (picked)" if v == a['picked'] else v)
+    doc.h('Results', 3).table(_table(shown.to_dict(), 'anomaly score'))
     _figures(doc.h('Figures', 3), res['anomaly'], _CAPTIONS)
     doc.h('Discussion', 3).p(' '.join(discuss_anomaly(table, res['binary']['record']['test_roc_auc'])))
     x = res['explain']['record']
     pg = x['pointing_game']
-    doc.h('5. Explanations').h('Approach', 3).p(_APPROACH['explain'].format(phantoms="The phantom classifier is the binary "
+    doc.h('4. Explanations').h('Approach', 3).p(_APPROACH['explain'].format(phantoms="The phantom classifier is the binary "
         "classifier itself." if info['phantoms'] else "The phantom classifier is a small CAM-ready VGG trained here on phantoms."))
     doc.h('Results', 3).table(_table({'value': dict(phantom_test_accuracy=pg['test_accuracy'], layer=pg['layer'], valid_hit_rate=pg['valid_hit'],
                                                    test_hit_rate=pg['test_hit'], chance_hit_rate=pg['hit_chance'])}, 'pointing game'))
@@ -401,9 +502,10 @@ def write_report(out:Path, # The report folder
 # %% ../nbs/14_report.ipynb #bd205867
 STAGES = {'binary': ('task 1a, NORMAL vs PNEUMONIA', lambda ctx: classifier_stage(ctx, 'binary')),
           'multiclass': ('task 1b, NORMAL vs BACTERIA vs VIRUS', lambda ctx: classifier_stage(ctx, 'multiclass')),
-          'embeddings': ('task 3, kNN on the embeddings and a t-SNE map', embeddings_stage),
-          'anomaly': ('task 4, an autoencoder on healthy lungs', anomaly_stage),
-          'explain': ('task 5, Grad-CAM and the pointing game', explain_stage)}
+          'shift': ('the test shift: training vs test images', shift_stage),
+          'embeddings': ('task 2, kNN on the embeddings and a t-SNE map', embeddings_stage),
+          'anomaly': ('task 3, detectors trained on healthy lungs', anomaly_stage),
+          'explain': ('task 4, Grad-CAM and the pointing game', explain_stage)}
 REPORT_FILES = ('report.md', 'report.html', 'metrics.json', 'binary', 'multiclass', 'figures', 'stages')
 SETTINGS = 'stages/settings.json'  # marks a folder as a report's
 
@@ -452,6 +554,8 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
            size:int=None, # Image side in pixels. Default: the preset's (phantoms 64, --data 128, --full 224)
            epochs:int=None, # Epochs of each classifier. Default: the preset's (phantoms 6, --data and --full the library's)
            ae_epochs:int=None, # Epochs of the autoencoder. Default: the preset's (phantoms 8, --data 8, --full 20)
+           opacity_epochs:int=None, # Epochs of the synthetic-opacity detector. Default: the preset's (phantoms 8, --data 40, --full 160)
+           anomaly_size:int=None, # Image side of the anomaly detectors. Default: the preset's (phantoms 64, --data and --full 96)
            bs:int=None, # Batch size. Default: the preset's
            n:int=None, # Use at most this many images of each class in each split, drawn at random (a quicker, rougher report)
            arch:str='vgg', # Architecture of the classifiers: vgg, a fastai xresnet or a timm model name
@@ -468,7 +572,8 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     # the command line `cli.main` is running (in `__main__` under `python -m xray_fastai.cli`)
     typed = [getattr(sys.modules.get(m), '_command', None) for m in ('xray_fastai.cli', '__main__')]
     command = next((c for c in typed if c and c.startswith('xray-fastai report')), f"report(data={data!r}, ...) from Python")
-    for name, v, lo in (('size', size, 16), ('epochs', epochs, 1), ('ae-epochs', ae_epochs, 1), ('bs', bs, 2), ('n', n, 8), ('seed', seed, 0)):
+    for name, v, lo in (('size', size, 16), ('epochs', epochs, 1), ('ae-epochs', ae_epochs, 1), ('opacity-epochs', opacity_epochs, 1),
+                        ('anomaly-size', anomaly_size, 16), ('bs', bs, 2), ('n', n, 8), ('seed', seed, 0)):
         if v is not None and v < lo: raise CliError(f"--{name} must be at least {lo}, not {v}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted report")
     cli._check_arch(arch)
@@ -480,6 +585,7 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
     settings = dict(data='the built-in phantoms' if phantoms else str(source), preset='full' if full else 'phantoms' if phantoms else 'data',
                     size=size or preset['size'], epochs=epochs or preset['epochs'], ae_epochs=ae_epochs or preset['ae_epochs'],
+                    opacity_epochs=opacity_epochs or preset['opacity_epochs'], anomaly_size=anomaly_size or preset['anomaly_size'],
                     bs=bs or preset['bs'], n=n, arch=arch, seed=seed)
     if resume and json.loads((out/SETTINGS).read_text()) != settings:
         raise CliError(f"{out} holds a report made with other options ({json.loads((out/SETTINGS).read_text())}); "
