@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 from xray_fastai.cli import main
 from xray_fastai.phantoms import phantom_data
-from xray_fastai.report import STAGES
+from xray_fastai.report import STAGES, DETECTORS
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ['--n', 10, '--size', 32, '--epochs', 1, '--ae-epochs', 1, '--bs', 4]
+TINY = ['--n', 10, '--size', 32, '--epochs', 1, '--ae-epochs', 1, '--opacity-epochs', 1, '--anomaly-size', 32, '--bs', 4]
 
 def cli(*args, check=None):
     "Run `python -m xray_fastai.cli ARGS` on the built-in phantoms (no XRAY_DATA); the completed process"
@@ -35,16 +35,20 @@ def test_report_folder(run):
     assert m['report']['data'] == 'the built-in phantoms' and m['report']['size'] == 32 and m['report']['n'] == 10
     assert m['binary']['epochs'] == 1 and m['binary']['vocab'] == ['NORMAL', 'PNEUMONIA'] and 0 <= m['binary']['test_roc_auc'] <= 1
     assert m['multiclass']['vocab'] == ['NORMAL', 'BACTERIA', 'VIRUS']
-    assert {r['variant'] for r in m['anomaly']['table']} == {'AE mse', 'AE ssim'}
+    table = m['anomaly']['table']
+    assert {r['variant'] for r in table} == {'autoencoder mse', 'autoencoder ssim', *DETECTORS}
+    assert m['anomaly']['picked'] == max(table, key=lambda r: r['valid_auroc'])['variant']  # validation picks, never test
+    assert 0 <= m['shift']['domain_auc'] <= 1 and set(m['shift']) >= {'domain_auc_NORMAL', 'domain_auc_PNEUMONIA'}
     assert set(m['embeddings']) == {'binary', 'multiclass', 'seconds', 'figures'}
     assert 0 <= m['explain']['pointing_game']['test_hit'] <= 1
     md = (out/'report.md').read_text()
-    for s in ('## Data', '## 1a. NORMAL vs PNEUMONIA', '## 1b.', '## 3. Embeddings', '## 4. Anomaly', '## 5. Explanations',
+    for s in ('## Data', '## 1a. NORMAL vs PNEUMONIA', '## 1b.', '## The test shift', '## 2. Embeddings', '## 3. Anomaly', '## 4. Explanations', '(picked)',
               '### Approach', '### Settings', '### Results', '### Discussion', 'xray-fastai report --out'):
         assert s in md, s
     figs = re.findall(r'!\[[^]]*\]\(([^)]+)\)', md)
     assert len(figs) == sum(len(m[s]['figures']) for s in STAGES) >= 12 and all((out/f).is_file() for f in figs)
-    for line in ('[1/5] binary', '[5/5] explain', 'binary epoch 1/1', 'Report: '): assert line in res.stdout, line
+    for line in ('[1/6] binary', '[6/6] explain: task 4', 'binary epoch 1/1', 'opacity model epoch 1/1', 'Report: '): assert line in res.stdout, line
+    assert res.stdout.count('binary epoch') == 1 and 'Better model found' not in res.stdout  # one line per training epoch, no fastai log lines
 
 def test_html_is_self_contained(run):
     page = (run['out']/'report.html').read_text()
@@ -68,7 +72,7 @@ def test_resume_keeps_finished_stages(run, tmp_path):
     res = cli('report', '--out', out, *TINY[:-2], '--resume', check=2)  # another batch size
     assert 'made with other options' in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = cli('report', '--out', out, *TINY, '--resume', check=0)
-    assert res.stdout.count('finished before, kept') == 4 and '[5/5] explain: task 5' in res.stdout
+    assert res.stdout.count('finished before, kept') == 5 and '[6/6] explain: task 4' in res.stdout
     assert (out/'binary'/'model.safetensors').stat().st_mtime_ns == weights
     assert strict_json((out/'metrics.json').read_text())['explain']['figures'] == ['figures/gradcam-test.png', 'figures/gradcam-phantoms.png']
 
