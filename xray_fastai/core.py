@@ -57,7 +57,7 @@ AUG_PRESETS = {  # the largest rotation (degrees), zoom, shear, shift (share of 
     'report': dict(max_rotate=10., max_zoom=1.1, max_shear=0.1, max_shift=0.1, max_lighting=0.2),
 }
 SCHEDULES = ('one_cycle', 'plateau')  # learning-rate schedules of `fit_xray`
-THRESHOLD_METHODS = ('youden', 'sensitivity')  # how `pick_threshold` chooses the binary decision threshold
+THRESHOLD_METHODS = ('youden', 'sensitivity', 'plateau', 'bootstrap', 'argmax')  # how `pick_threshold` chooses the binary decision threshold
 
 # %% ../nbs/00_core.ipynb #7680aed9
 def umask() -> int:

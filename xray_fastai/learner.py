@@ -388,24 +388,63 @@ class CheckpointCallback(Callback):
             torch.save(self.best_model, join_path_file(smc.fname, self.path/self.model_dir, ext='.pth'))
 
 # %% ../nbs/04_learner.ipynb #4d1acc2e
+def _roc_steps(probs:np.ndarray, targets:np.ndarray, weights:np.ndarray=None) -> tuple:
+    "Every distinct score as a threshold, from +inf down, with the TPR and FPR there; `weights` (n,) or (B, n) counts each image"
+    o = np.argsort(-probs, kind='stable')
+    p, t = probs[o], targets[o]
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)[..., o]
+    last = np.r_[p[1:] != p[:-1], True]  # the last image of each score: tied images fall on the same side
+    tp, fp = np.cumsum(w * t, -1)[..., last], np.cumsum(w * (1 - t), -1)[..., last]
+    with np.errstate(invalid='ignore', divide='ignore'):  # a resample without one class: NaN, left out by the caller
+        tpr, fpr = tp / tp[..., -1:], fp / fp[..., -1:]
+    pad = [(0, 0)] * (tpr.ndim - 1) + [(1, 0)]  # +inf first: nothing called positive, as scikit-learn's `roc_curve`
+    return np.r_[np.inf, p[last]], np.pad(tpr, pad), np.pad(fpr, pad)
+
+def _logit(p:np.ndarray) -> np.ndarray: p = np.clip(p, 1e-6, 1 - 1e-6); return np.log(p / (1 - p))
+def _median_in_logits(thr:np.ndarray) -> float: return float(1 / (1 + np.exp(-np.median(_logit(np.clip(thr, 0., 1.))))))
+
+def _plateau(thr:np.ndarray, j:np.ndarray, n_pos:int, n_neg:int) -> float:
+    "Median, in logits, of the thresholds whose J is within one image of the smaller class, 1/min(n_pos, n_neg), of the best"
+    return _median_in_logits(thr[1:][j[1:] >= j.max() - 1 / min(n_pos, n_neg)])
+
+def _bootstrap(probs, targets, groups, n_boot:int, seed:int) -> float:
+    "Median, in logits, of the Youden thresholds of `n_boot` resamples of the groups (patients), drawn with replacement"
+    _, g = np.unique(np.arange(len(probs)) if groups is None else np.asarray(groups), return_inverse=True)
+    counts = np.random.default_rng(seed).multinomial(g.max() + 1, np.full(g.max() + 1, 1 / (g.max() + 1)), size=n_boot)
+    thr, tpr, fpr = _roc_steps(probs, targets, counts[:, g])
+    both = ~np.isnan(tpr[:, -1]) & ~np.isnan(fpr[:, -1])  # resamples holding both classes
+    if not both.any(): raise ValueError("no bootstrap resample holds both classes: too few patients")
+    return _median_in_logits(thr[np.argmax((tpr - fpr)[both], axis=1)])
+
 def pick_threshold(probs:np.ndarray|Tensor, # Predicted probability of the positive class
                    targets:np.ndarray|Tensor, # True labels, 1 = positive
-                   method:str=DEFAULTS.threshold, # One of `THRESHOLD_METHODS`: 'youden' or 'sensitivity'
+                   method:str=DEFAULTS.threshold, # One of `THRESHOLD_METHODS`: 'youden', 'sensitivity', 'plateau', 'bootstrap' or 'argmax'
                    sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for method='sensitivity'
+                   groups:np.ndarray=None, # Patient id of each image: 'bootstrap' resamples patients; None resamples images
+                   n_boot:int=200, # Bootstrap resamples, for method='bootstrap'
+                   seed:int=0, # Seed of the resamples, for method='bootstrap'
                   ) -> float:
-    "Decision threshold on `probs` maximising Youden's J, or reaching a target sensitivity"
-    fpr, tpr, thr = skm.roc_curve(np.asarray(targets), np.asarray(probs))
-    thr = np.clip(thr, 0., 1.)  # scikit-learn puts an infinite threshold first
+    "Decision threshold on `probs`: Youden's J at its best, at its plateau's centre or over resamples, a target sensitivity, or 0.5"
+    if method not in THRESHOLD_METHODS: raise ValueError(f"method must be {' or '.join(map(repr, THRESHOLD_METHODS))}, not {method!r}")
+    if method == 'argmax': return 0.5  # the more probable class
+    probs, targets = np.asarray(probs, float), np.asarray(targets, int)
+    if method == 'bootstrap': return _bootstrap(probs, targets, groups, n_boot, seed)
+    thr, tpr, fpr = _roc_steps(probs, targets)
+    thr = np.clip(thr, 0., 1.)
     if method == 'youden': return float(thr[np.argmax(tpr - fpr)])
     if method == 'sensitivity': return float(thr[np.argmax(tpr >= sensitivity)])
-    raise ValueError(f"method must be {' or '.join(map(repr, THRESHOLD_METHODS))}, not {method!r}")
+    return _plateau(thr, tpr - fpr, targets.sum(), len(targets) - targets.sum())
 
 @patch
 def pick_threshold(self:Learner,
-                   method:str=DEFAULTS.threshold, # One of `THRESHOLD_METHODS`: 'youden' or 'sensitivity'
+                   method:str=DEFAULTS.threshold, # One of `THRESHOLD_METHODS`: 'youden', 'sensitivity', 'plateau', 'bootstrap' or 'argmax'
                    sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for method='sensitivity'
+                   n_boot:int=200, # Bootstrap resamples, for method='bootstrap'
+                   seed:int=0, # Seed of the resamples, for method='bootstrap'
                   ) -> float:
-    "Choose the decision threshold from the validation set's predictions and store it in `model_record(self)`"
+    "Choose the decision threshold from the validation set's predictions (patients resampled together) and store it in `model_record(self)`"
     probs, targs = self.get_preds(dl=self.dls.valid)
-    self.threshold = pick_threshold(probs[:, 1], targs, method, sensitivity)
+    items = self.dls.valid.items
+    groups = items['patient'].values if isinstance(items, pd.DataFrame) and 'patient' in items else None
+    self.threshold = pick_threshold(probs[:, 1], targs, method, sensitivity, groups, n_boot, seed)
     return self.threshold
