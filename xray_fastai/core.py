@@ -27,13 +27,13 @@ class TrainSettings:
     epochs:int=8 # Training epochs
     lr:float=2e-3 # Peak (one-cycle) or starting (plateau) learning rate
     bs:int=64 # Batch size
-    balance:str|float='weighted' # Class balancing of the training images (see `balance_items`): class-weighted loss by default, as the course report balanced its classes
+    balance:str|float='auto' # Class balancing of the training images (see `balance_items`): 'auto' weighs the two classes of 'binary', leaves three as they are
     aug:str|list='report' # Augmentation preset (see `xray_aug_transforms`) or a list of batch transforms
     split:str='patient' # Validation split: grouped by patient, or by image as in the report
     valid_pct:float=0.2 # Share of the fitting images held out for validation
     seed:int=0 # Seed for the split, the resampling, the shuffling and the initial weights
     schedule:str='one_cycle' # Learning-rate schedule: 'one_cycle' or 'plateau'
-    threshold:str='youden' # How the binary decision threshold is picked on validation: 'youden' or 'sensitivity'
+    threshold:str='argmax' # Binary decision rule (one of `THRESHOLD_METHODS`): the most probable class, or a threshold chosen on validation
     sensitivity:float=0.95 # Target sensitivity, for threshold='sensitivity'
     fast_precision:bool=True # Mixed precision (bf16 on a CPU, bf16/fp16 on a GPU) and channels_last
 
@@ -49,7 +49,7 @@ DEFAULTS = TrainSettings()
 BINARY = ['NORMAL', 'PNEUMONIA']
 MULTICLASS = ['NORMAL', 'BACTERIA', 'VIRUS']
 TASKS = {'binary': BINARY, 'multiclass': MULTICLASS}  # each task's classes, in the models' output order
-BALANCE = ('none', 'undersample', 'oversample', 'weighted')  # or a PNEUMONIA share in (0, 1)
+BALANCE = ('auto', 'none', 'undersample', 'oversample', 'weighted')  # or a PNEUMONIA share in (0, 1); 'auto': 'weighted' for two classes, 'none' for three
 SPLITS = ('patient', 'report')  # validation held out by patient, or by image as in the report
 AUG_PRESETS = {  # the largest rotation (degrees), zoom, shear, shift (share of the side) and lighting change of each preset
     'none':   dict(max_rotate=0., max_zoom=1., max_shear=0., max_shift=0., max_lighting=0.),

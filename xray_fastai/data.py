@@ -27,7 +27,7 @@ __all__ = ['SPLIT_NAMES', 'IMAGE_EXTS', 'DICOM_EXTS', 'CACHE_VERSION', 'KAGGLE_D
            'shift_mat', 'Shift', 'broadcast_affine_grid', 'XrayAffine', 'xray_aug_transforms', 'cache_key',
            'xray_cache', 'TensorXray', 'PILXray', 'XrayImageBlock', 'CachedXray', 'CachedXrayBlock', 'xray_stats',
            'xray_datablock', 'normal_only_block', 'normal_only_items', 'CachedXrayDL', 'DataRecord', 'data_record',
-           'xray_dataloaders', 'cache_on_device', 'download']
+           'resolved_balance', 'xray_dataloaders', 'cache_on_device', 'download']
 
 # %% ../nbs/01_data.ipynb #f9812733
 def xray_source(source:str|Path=None # A data path; None means `$XRAY_DATA`, else the built-in phantoms
@@ -368,13 +368,13 @@ def _pneumonia_share(df:pd.DataFrame, share:float, seed:int) -> pd.DataFrame:
 
 def balance_items(df:pd.DataFrame, # Items with an `is_valid` column
                   label:str='binary', # Label column to balance
-                  strategy:str|float='none', # One of 'none', 'undersample', 'oversample', 'weighted', or a PNEUMONIA share in (0, 1)
+                  strategy:str|float='none', # One of `BALANCE` ('auto', 'none', 'undersample', 'oversample', 'weighted'), or a PNEUMONIA share in (0, 1)
                   seed:int=0, # Random seed
                  ) -> pd.DataFrame:
     "Resample the training rows of `df` so every `label` class has as many images, or PNEUMONIA has the share `strategy`"
     if isinstance(strategy, float): return _pneumonia_share(df, strategy, seed)
     if strategy not in BALANCE: raise XrayDataError(f"balance must be one of {', '.join(BALANCE)} or a share in (0, 1), not {strategy!r}")
-    if strategy in ('none', 'weighted'): return df
+    if strategy in ('auto', 'none', 'weighted'): return df  # a weighted loss keeps every image; 'auto' is one of these two
     train = _train_rows(df)
     groups = df[train].groupby(label)
     n = groups.size().min() if strategy == 'undersample' else groups.size().max()
@@ -641,12 +641,19 @@ def _record_field(name:str) -> property:
 for _f in ('task', 'size', 'stats', 'items', 'class_weights'): setattr(DataLoaders, _f, _record_field(_f))
 
 # %% ../nbs/01_data.ipynb #1b6ca823
+def resolved_balance(balance:str|float, # One of `BALANCE`, or a PNEUMONIA share
+                     task:str, # 'binary', 'multiclass' or 'normal_only'
+                    ) -> str|float:
+    "What `balance` means for `task`: 'auto' weighs the two classes of 'binary' and leaves three as they are; one class has nothing to balance"
+    if task == 'normal_only': return 'none'
+    return ('weighted' if task == 'binary' else 'none') if balance == 'auto' else balance
+
 def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items table, or None (see `xray_source`)
                      task:str=DEFAULTS.task, # 'binary', 'multiclass' or 'normal_only' (autoencoders)
                      size:int|tuple=DEFAULTS.size, # Square side or (height, width)
                      split:str=DEFAULTS.split, # 'patient' (grouped by patient) or 'report' (by image)
                      valid_pct:float=DEFAULTS.valid_pct, # Share of the fitting images held out for validation
-                     balance:str|float=DEFAULTS.balance, # 'none', 'undersample', 'oversample', 'weighted' or a PNEUMONIA share (see `balance_items`); ignored for 'normal_only'
+                     balance:str|float=DEFAULTS.balance, # One of `BALANCE` or a PNEUMONIA share (see `balance_items`); ignored for 'normal_only'
                      aug:str|list=DEFAULTS.aug, # An augmentation preset or a list of batch transforms
                      bs:int=DEFAULTS.bs, # Batch size
                      seed:int=DEFAULTS.seed, # Seed for the split, the resampling and the shuffling
@@ -673,7 +680,7 @@ def xray_dataloaders(source:str|Path|pd.DataFrame=None, # A data path, an items 
     if cache: kwargs = {'dl_type': CachedXrayDL, 'num_workers': 0, **kwargs}  # a batch is one index: no work left for worker processes
     dls = block.dataloaders(fit, bs=bs, **kwargs)
     dls.xray = DataRecord(task, size, stats, items, class_weights(fit, label, TASKS[label])
-                           if balance == 'weighted' and task != 'normal_only' else None)  # one class: nothing to weigh
+                           if resolved_balance(balance, task) == 'weighted' else None)
     return dls
 
 # %% ../nbs/01_data.ipynb #3057bde8

@@ -367,8 +367,9 @@ def shift_stage(ctx:SimpleNamespace) -> dict:
 # %% ../nbs/14_report.ipynb #1561f7ed
 _APPROACH = {
     'binary': "A {arch} trained from scratch with the library's protocol (`train_classifier`: one-cycle schedule, mixed "
-              "precision, the best epoch by validation AUC kept), its decision threshold chosen on the validation split "
-              "(Youden's J), then scored once on the test split, at the argmax and at that threshold.",
+              "precision, class balance `{balance}`, the best epoch by validation AUC kept), its decision rule `{rule}` "
+              "(a threshold chosen on the validation split, or 0.5 for the argmax), then scored once on the test split, "
+              "at the argmax and at that rule's threshold.",
     'multiclass': "The same protocol for NORMAL / BACTERIA / VIRUS, the best epoch by validation balanced accuracy; decisions "
                   "are the most probable class.",
     'embeddings': "Each classifier's embedding (the input of its last layer) for every image. A kNN vote on them, its `k`, "
@@ -434,7 +435,7 @@ def report_doc(info:dict, # Settings and facts of the run
     doc.h('Data').table(pd.crosstab(items['split'], items['multiclass'].fillna(items['binary'])).rename_axis('images'))
     for task, title in (('binary', '1a. NORMAL vs PNEUMONIA'), ('multiclass', '1b. NORMAL, BACTERIA, VIRUS')):
         r = res[task]['record']
-        doc.h(title).h('Approach', 3).p(_APPROACH[task].format(arch=r['arch']))
+        doc.h(title).h('Approach', 3).p(_APPROACH[task].format(arch=r['arch'], balance=r['balance'], rule=r.get('threshold_method')))
         doc.h('Settings', 3).table(_table({'value': dict(arch=r['arch'], size=r['size'], epochs=r['epochs'], lr=r['lr'], bs=r['bs'],
                                                           schedule=r['schedule'], balance=r['balance'],
                                                           decision_rule=r.get('threshold_method') if task == 'binary' else 'argmax',
