@@ -1,0 +1,83 @@
+"""Site adaptation of batch-norm statistics (`shift.adapted`) against no adaptation, on the Kermany test folder.
+
+Models: saved model folders trained with the main job's recipe, e.g.
+    xray-fastai train --data $XRAY_DATA --balance weighted --seed S --out /tmp/adapt-models/sS
+For each guard setting (prior strength, adapted layers) and each sample of test images (the whole folder, its
+NORMAL-only and PNEUMONIA-only halves, random subsets of 16/32/64/128 images, 5 draws each) the model is adapted on the
+sample's images and scores that same sample at its saved validation threshold. Every adapted row is transductive, and
+the guard is chosen on these test images (there is no other shifted set to choose it on).
+
+    python bench/adapt.py --models /tmp/adapt-models/s0 /tmp/adapt-models/s1 --name adapt_cpu
+"""
+import argparse, os, time
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+from xray_fastai.data import xray_cache
+from xray_fastai.export import load_model, image_files
+from xray_fastai.experiments import ResultsWriter
+from xray_fastai.shift import adapted, adapt_bn
+
+SETTINGS = {  # name -> (prior, layers); None: no adaptation; 'onepass': the study's `adapt_bn` at batch size 64
+    'none': None, 'adapt_bn one pass (bs 64)': 'onepass',
+    'exact, prior 0': (0, None), 'exact, prior 16': (16, None), 'exact, prior 64': (64, None), 'exact, prior 256': (256, None),
+    'exact, first 4 layers': (0, 4), 'exact, first 4 layers, prior 64': (64, 4),
+}
+
+def scores(pred, probs, y) -> dict:
+    "Accuracy, sensitivity and specificity at the model's threshold; the share predicted PNEUMONIA"
+    p = np.array([pred.vocab.index(l) for l in pred.decide(probs)])
+    pos, neg = y == 1, y == 0
+    return dict(accuracy=(p == y).mean(), sensitivity=(p[pos] == 1).mean() if pos.any() else np.nan,
+                specificity=(p[neg] == 0).mean() if neg.any() else np.nan, pred_pneumonia=(p == 1).mean())
+
+def onepass(pred, imgs):
+    "The study's `adapt_bn`: one pass in training mode, cumulative average over batches of 64"
+    from copy import deepcopy
+    from xray_fastai.export import XrayPredictor
+    m = deepcopy(pred.model)
+    x = pred.preprocess(imgs)
+    adapt_bn(m, [(x[i:i+64],) for i in range(0, len(x), 64)])
+    return XrayPredictor(m.eval(), pred.vocab, pred.size, pred.stats, pred.threshold, pred.task, pred.config, device='cpu')
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--models', nargs='+', required=True)
+    ap.add_argument('--data', default=os.environ.get('XRAY_DATA'))
+    ap.add_argument('--draws', type=int, default=5)
+    ap.add_argument('--sizes', type=int, nargs='+', default=[16, 32, 64, 128])
+    ap.add_argument('--name', default='adapt_cpu')
+    a = ap.parse_args()
+    start, w = time.perf_counter(), ResultsWriter(a.name, Path(__file__).parent/'results')
+    files = image_files(Path(a.data)/'test')
+    y = np.array([int(f.parent.name == 'PNEUMONIA') for f in files])
+    rng = np.random.default_rng(0)
+    samples = [('whole', len(y), 0, np.arange(len(y))), ('NORMAL only', int((y == 0).sum()), 0, np.flatnonzero(y == 0)),
+               ('PNEUMONIA only', int((y == 1).sum()), 0, np.flatnonzero(y == 1))]
+    samples += [(f'random {n}', n, d, rng.choice(len(y), n, replace=False)) for n in a.sizes for d in range(a.draws)]
+    for mdir in a.models:
+        pred = load_model(mdir, device='cpu')
+        imgs = xray_cache(files, pred.size, progress=False)[:, 0].numpy()
+        base = pred.probs(imgs)
+        for kind, n, draw, idx in samples:
+            for name, s in SETTINGS.items():
+                if s is None: probs = base[idx]
+                else:
+                    p = onepass(pred, imgs[idx]) if s == 'onepass' else adapted(pred, imgs[idx], prior=s[0], layers=s[1], min_images=1)
+                    probs = p.probs(imgs[idx])
+                w.add(dict(model=Path(mdir).name, sample=kind, n=n, draw=draw, setting=name, **scores(pred, probs, y[idx]),
+                           unadapted_pred_pneumonia=scores(pred, base[idx], y[idx])['pred_pneumonia']))
+        print(f"{mdir}: done, {time.perf_counter() - start:.0f} s")
+    df = w.df
+    t = df.groupby(['sample', 'setting'], sort=False)[['accuracy', 'sensitivity', 'specificity', 'pred_pneumonia']].mean()
+    none = t.xs('none', level='setting')
+    t['accuracy vs none'] = t['accuracy'] - none['accuracy'].reindex(t.index.get_level_values('sample')).values
+    sd = df.groupby(['sample', 'setting'], sort=False)['accuracy'].std(ddof=1)
+    t.insert(1, 'accuracy sd', sd)
+    w.write('Site adaptation of batch-norm statistics on the test folder (transductive)',
+            f"Models: {', '.join(a.models)} (the main job's recipe, --balance weighted, 128 px, 8 epochs). Each sample of test "
+            "images adapts the model and is then scored at the model's validation threshold. Means over the models (and the "
+            f"{a.draws} random draws of each subset size); sd over models and draws. Every adapted row is transductive; the guard "
+            "is chosen on these test images.", {'mean over models and draws': t.round(3)})
+    print(t.round(3).to_string())
+
+if __name__ == '__main__': main()
