@@ -8,6 +8,17 @@ sample's images and scores that same sample at its saved validation threshold. E
 the guard is chosen on these test images (there is no other shifted set to choose it on).
 
     python bench/adapt.py --models /tmp/adapt-models/s0 /tmp/adapt-models/s1 --name adapt_cpu
+
+The rule for choosing the guard and the minimum, written before the first run (means over the models):
+1. A setting is acceptable when its accuracy on each one-class half (NORMAL only, PNEUMONIA only) is at most
+   2 points below no adaptation.
+2. Among acceptable settings, the largest accuracy gain on the whole folder; within 0.5 point, the one that loses
+   least on the one-class halves.
+3. If none is acceptable: the best setting on the whole folder plus a refusal when the unadapted model's predicted
+   PNEUMONIA share of the sample is extreme, with bounds between the whole folder's share and the one-class halves'
+   shares, and only if such bounds separate them for every model.
+4. The minimum number of images: the smallest subset size (16/32/64/128) at which the chosen setting's mean accuracy
+   over models and draws is not below no adaptation.
 """
 import argparse, os, time
 from pathlib import Path
