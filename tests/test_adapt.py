@@ -67,3 +67,19 @@ def test_predict_adapt_says_so_on_screen_and_in_the_csv(source, capsys):
     assert (df.adapted_on == 40).all() and len(df) == 40
     assert main(['predict', source['model'], *source['site'], '--csv', csv]) == 0
     assert 'adapted_on' not in pd.read_csv(csv).columns and 'Adapted' not in capsys.readouterr().out
+
+def test_an_ensemble_is_adapted_member_by_member(source, capsys):
+    import shutil
+    from xray_fastai.export import save_ensemble, read_config
+    ens = source['tmp']/'ens'
+    for i in range(2): shutil.copytree(source['model'], ens/f'member{i}')
+    save_ensemble(ens, ['member0', 'member1'], threshold=0.5)
+    before = {p: p.read_bytes() for p in sorted(ens.rglob('*')) if p.is_file()}
+    out = source['tmp']/'ens-site'
+    assert main(['adapt', ens, *source['site'], '--out', out]) == 0
+    assert {p: p.read_bytes() for p in sorted(ens.rglob('*')) if p.is_file()} == before
+    pred = load_model(out, device='cpu')
+    assert 'ensemble of 2' in repr(pred) and 'site-adapted on 40 images' in repr(pred)
+    for i in range(2): assert read_config(out/f'member{i}')['site_adaptation']['n_images'] == 40
+    single = adapted(load_model(source['model'], device='cpu'), source['site'])  # both members are that model: the same answer
+    np.testing.assert_allclose(pred.predict(source['site']).prob_PNEUMONIA, single.predict(source['site']).prob_PNEUMONIA, atol=1e-5)
