@@ -17,8 +17,8 @@ The rule for choosing the guard and the minimum, written before the first run (m
 3. If none is acceptable: the best setting on the whole folder plus a refusal when the unadapted model's predicted
    PNEUMONIA share of the sample is extreme, with bounds between the whole folder's share and the one-class halves'
    shares, and only if such bounds separate them for every model.
-4. The minimum number of images: the smallest subset size (16/32/64/128) at which the chosen setting's mean accuracy
-   over models and draws is not below no adaptation.
+4. The minimum number of images: the smallest subset size (16/32/64/128) from which on (that size and every larger
+   one) the chosen setting's mean accuracy over models and draws is not below no adaptation.
 """
 import argparse, os, time
 from pathlib import Path
@@ -62,7 +62,7 @@ def choose(df:pd.DataFrame, sizes:list) -> str:
     best = max(d('whole', s) for s in ok)
     near = [s for s in ok if d('whole', s) >= best - 0.005]
     pick = max(near, key=lambda s: min(d('NORMAL only', s), d('PNEUMONIA only', s)))
-    mins = [n for n in sizes if d(f'random {n}', pick) >= 0]
+    mins = [n for i, n in enumerate(sizes) if all(d(f'random {m}', pick) >= 0 for m in sizes[i:])]
     lines += [f"Chosen: {pick}.", f"Random subsets, accuracy vs none: " + ', '.join(f"{n}: {d(f'random {n}', pick):+.3f}" for n in sizes),
               f"Minimum: {mins[0] if mins else 'none of the sizes'}."]
     return '\n'.join(lines)
