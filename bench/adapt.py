@@ -67,14 +67,50 @@ def choose(df:pd.DataFrame, sizes:list) -> str:
               f"Minimum: {mins[0] if mins else 'none of the sizes'}."]
     return '\n'.join(lines)
 
+def guarded(df:pd.DataFrame, setting:str, bounds:tuple) -> pd.DataFrame:
+    "Rule 3: `setting` refusing (no adaptation) where the unadapted predicted PNEUMONIA share is outside `bounds`"
+    key = ['model', 'sample', 'draw']
+    none, a = df[df.setting == 'none'].set_index(key), df[df.setting == setting].set_index(key)
+    refused = (a.unadapted_pred_pneumonia < bounds[0]) | (a.unadapted_pred_pneumonia > bounds[1])
+    acc = a.accuracy.where(~refused, none.accuracy)
+    g = lambda s: s.groupby('sample', sort=False).mean()
+    return pd.DataFrame({'refused': g(refused.astype(float)), 'accuracy none': g(none.accuracy), f'accuracy {setting}': g(a.accuracy),
+                         'accuracy guarded': g(acc), 'guarded vs none': g(acc - none.accuracy)})
+
+def choose_guard(csv:str):
+    "Rules 3 and 4 on a finished run's rows: the best whole-folder setting, refusal bounds between the shares, the minimum"
+    df = pd.read_csv(csv)
+    acc = df.groupby(['sample', 'setting'])['accuracy'].mean()
+    d = lambda sample, s: acc[(sample, s)] - acc[(sample, 'none')]
+    cands = [s for s in SETTINGS if SETTINGS[s] not in (None, 'onepass')]
+    best = max(d('whole', s) for s in cands)
+    pick = max([s for s in cands if d('whole', s) >= best - 0.005], key=lambda s: min(d('NORMAL only', s), d('PNEUMONIA only', s)))
+    share = df[df.setting == 'none'].set_index(['model', 'sample']).unadapted_pred_pneumonia
+    w, a, b = (share.xs(k, level='sample') for k in ('whole', 'NORMAL only', 'PNEUMONIA only'))
+    if not (a.max() < w.min() and w.max() < b.min()): print("no bounds separate the whole folder from the one-class halves"); return
+    bounds = (float(round((a.max() + w.min()) / 2, 1)), float(round((w.max() + b.min()) / 2, 1)))  # midway, to one decimal
+    t = guarded(df, pick, bounds)
+    sizes = [int(s.split()[1]) for s in t.index if s.startswith('random')]
+    mins = [n for i, n in enumerate(sizes) if all(t.loc[f'random {m}', 'guarded vs none'] >= 0 for m in sizes[i:])]
+    w_ = ResultsWriter(Path(csv).stem + '_choice', Path(csv).parent)
+    w_.add(t.reset_index())
+    w_.write('Site adaptation: the guard chosen by rules 3 and 4 (on test images)',
+             f"From {csv}. Rule 3: best whole-folder setting {pick!r}; predicted PNEUMONIA share (unadapted model, at its "
+             f"threshold) whole {w.round(3).tolist()}, NORMAL only {a.round(3).tolist()}, PNEUMONIA only {b.round(3).tolist()} "
+             f"per model: refusal outside {bounds} (midway, one decimal). Rule 4: minimum {mins[0] if mins else 'none'} images. "
+             "Chosen on the test images; every adapted row is transductive.", t.round(3))
+    print(t.round(3).to_string(), f"\nsetting {pick}, bounds {bounds}, minimum {mins[0] if mins else None}")
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--models', nargs='+', required=True)
+    ap.add_argument('--models', nargs='+')
     ap.add_argument('--data', default=os.environ.get('XRAY_DATA'))
     ap.add_argument('--draws', type=int, default=5)
     ap.add_argument('--sizes', type=int, nargs='+', default=[16, 32, 64, 128])
     ap.add_argument('--name', default='adapt_cpu')
+    ap.add_argument('--choose', help="apply rules 3 and 4 to this finished run's CSV (writes NAME_choice.csv|md) and stop")
     a = ap.parse_args()
+    if a.choose: return choose_guard(a.choose)
     start, w = time.perf_counter(), ResultsWriter(a.name, Path(__file__).parent/'results')
     files = image_files(Path(a.data)/'test')
     y = np.array([int(f.parent.name == 'PNEUMONIA') for f in files])
