@@ -6,7 +6,7 @@ from xray_fastai.cli import main
 from xray_fastai.export import load_model, save_model, image_files
 from xray_fastai.learner import classifier_learner
 from xray_fastai.phantoms import phantom_data
-from xray_fastai.shift import adapted, ADAPT_MIN_IMAGES
+from xray_fastai.shift import adapted, ADAPT_MIN_IMAGES, ADAPT_SHARE
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
@@ -15,9 +15,13 @@ def source(tmp_path_factory):
     data = phantom_data(n_train=40, n_test=40, size=32)
     learn = classifier_learner(data, 'binary', size=32, bs=16, aug='none',
                                learner_kwargs=dict(model_kwargs=dict(widths=(8, 16)), fast_precision=False))
+    site = image_files(data/'test')
     learn.threshold = 0.5
     save_model(learn, tmp/'model')
-    return dict(tmp=tmp, model=tmp/'model', site=image_files(data/'test'))
+    probs = load_model(tmp/'model', device='cpu').predict(site).prob_PNEUMONIA
+    learn.threshold = float(np.quantile(probs, 0.25))  # 3 in 4 called PNEUMONIA: a mix the one-class guard accepts
+    save_model(learn, tmp/'model')
+    return dict(tmp=tmp, model=tmp/'model', site=site)
 
 def _digest(folder:Path) -> dict: return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -30,6 +34,7 @@ def test_adapt_writes_a_new_folder_and_leaves_the_source_unchanged(source, capsy
     rec = cfg['site_adaptation']
     assert rec['site_adapted'] and rec['n_images'] == 40 and rec['min_images'] == ADAPT_MIN_IMAGES
     assert rec['source_weights_sha256'] == src['weights_sha256'] == hashlib.sha256((source['model']/'model.safetensors').read_bytes()).hexdigest()
+    assert rec['share_bounds'] == list(ADAPT_SHARE) and ADAPT_SHARE[0] <= rec['share_not_first_class'] <= ADAPT_SHARE[1]
     assert {'prior', 'layers', 'method'} <= rec.keys() and cfg['weights_sha256'] != src['weights_sha256']
     assert 'site-adapted on 40 images' in repr(load_model(out, device='cpu'))
     capsys.readouterr()
@@ -83,3 +88,15 @@ def test_an_ensemble_is_adapted_member_by_member(source, capsys):
     for i in range(2): assert read_config(out/f'member{i}')['site_adaptation']['n_images'] == 40
     single = adapted(load_model(source['model'], device='cpu'), source['site'])  # both members are that model: the same answer
     np.testing.assert_allclose(pred.predict(source['site']).prob_PNEUMONIA, single.predict(source['site']).prob_PNEUMONIA, atol=1e-5)
+
+def test_a_sample_that_looks_like_one_class_is_refused(source, tmp_path, capsys):
+    import shutil
+    m = shutil.copytree(source['model'], tmp_path/'m')
+    cfg = json.loads((m/'config.json').read_text()); cfg['threshold'] = 0.0; (m/'config.json').write_text(json.dumps(cfg))
+    assert main(['adapt', m, *source['site'], '--out', tmp_path/'site']) == 2  # every image called PNEUMONIA
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'calls 100% of these 40 images not NORMAL' in err and 'mostly one class' in err
+    assert not (tmp_path/'site'/'config.json').exists()
+    assert main(['predict', m, *source['site'], '--adapt']) == 2
+    pred = adapted(load_model(m, device='cpu'), source['site'], share=None)  # the guard can be switched off from Python
+    assert pred.config['site_adaptation']['share_bounds'] is None

@@ -27,9 +27,9 @@ from .explain import GradCAM
 from .export import XrayPredictor, image_files
 
 # %% auto #0
-__all__ = ['LUNG_BOX', 'LEVERS', 'ADAPT_PRIOR', 'ADAPT_LAYERS', 'ADAPT_MIN_IMAGES', 'lung_mask', 'LungCrop', 'HistEqualize',
-           'PerImageNorm', 'PhotometricTfm', 'RandomGamma', 'GaussianNoise', 'RandomBlur', 'JpegRecompress',
-           'photometric_transforms', 'lever_settings', 'adapt_bn', 'adapt_bn_exact', 'adapted',
+__all__ = ['LUNG_BOX', 'LEVERS', 'ADAPT_PRIOR', 'ADAPT_LAYERS', 'ADAPT_SHARE', 'ADAPT_MIN_IMAGES', 'lung_mask', 'LungCrop',
+           'HistEqualize', 'PerImageNorm', 'PhotometricTfm', 'RandomGamma', 'GaussianNoise', 'RandomBlur',
+           'JpegRecompress', 'photometric_transforms', 'lever_settings', 'adapt_bn', 'adapt_bn_exact', 'adapted',
            'expected_calibration_error', 'fit_temperature', 'with_temperature', 'plot_reliability', 'em_prior',
            'bbse_prior', 'prior_corrected', 'jpeg_quality', 'image_statistics', 'domain_features', 'domain_classifier',
            'cam_outside_share', 'occlusion_probs', 'choose_lever', 'importance_weights']
@@ -246,9 +246,9 @@ def adapt_bn_exact(model:nn.Module, # A model with `BatchNorm` layers; changed i
     return model
 
 # %% ../nbs/13_shift.ipynb #fe7342fb
-ADAPT_PRIOR = 0.  # set from bench/adapt.py's measurements (see below)
-ADAPT_LAYERS = None
-ADAPT_MIN_IMAGES = 32
+ADAPT_PRIOR, ADAPT_LAYERS = 0., None  # the guard chosen by bench/adapt.py's rule, on test images (see below)
+ADAPT_SHARE = (0.6, 0.9)  # refuse when the unadapted model calls fewer or more of the sample sick: mostly one class
+ADAPT_MIN_IMAGES = 16
 
 def _site_images(pred:XrayPredictor, images) -> tuple:
     "uint8 images at the model's size from files/folders (unreadable ones left out) or an array; and their count"
@@ -264,6 +264,7 @@ def adapted(pred:XrayPredictor, # A predictor from `load_model` (one model or an
             prior:float=None, # The source statistics count as this many images; `ADAPT_PRIOR` by default
             layers:int=None, # Adapt only the first `layers` batch-norm layers of each model; `ADAPT_LAYERS` by default
             min_images:int=ADAPT_MIN_IMAGES, # Refuse fewer readable images than this
+            share:tuple=ADAPT_SHARE, # Refuse when the share the unadapted model calls not `vocab[0]` is outside (low, high); None: never
             bs:int=64, # Images per forward pass; the result does not depend on it
            ) -> XrayPredictor: # A new predictor; `pred` is unchanged
     "A copy of `pred` whose batch-norm statistics are re-estimated on a new site's unlabeled images (transductive)"
@@ -272,12 +273,18 @@ def adapted(pred:XrayPredictor, # A predictor from `load_model` (one model or an
     if n < min_images:
         raise XrayDataError(f"adapting to a site needs at least {min_images} readable images of it, not {n}: with fewer, the "
                             "statistics are the sample's, not the site's. Predict without adapting, or add images.")
-    model = deepcopy(pred.model).cpu()
     x = torch.cat([pred.preprocess(imgs[i:i+bs]) for i in range(0, n, bs)])
+    sick = float(np.mean([l != pred.vocab[0] for i in range(0, n, bs) for l in pred.decide(pred.probs(imgs[i:i+bs]))]))
+    if share is not None and not share[0] <= sick <= share[1]:
+        raise XrayDataError(f"the model calls {sick:.0%} of these {n} images not {pred.vocab[0]}, outside {share[0]:.0%}-{share[1]:.0%}: "
+                            "the sample looks like mostly one class, on which adapting was measured to lose accuracy "
+                            "(shift chapter). Predict without adapting.")
+    model = deepcopy(pred.model).cpu()
     adapt_bn_exact(model, x, prior, layers, bs)
     src = pred.config.get('weights_sha256') or [c.get('weights_sha256') for c in getattr(pred.model, 'configs', [])]
     record = dict(site_adapted=True, n_images=n, method='batch-norm statistics, layer by layer (exact AdaBN)', prior=prior,
-                  layers=layers, min_images=min_images, source_weights_sha256=src)
+                  layers=layers, min_images=min_images, share_bounds=None if share is None else list(share),
+                  share_not_first_class=sick, source_weights_sha256=src)
     return XrayPredictor(model, pred.vocab, pred.size, pred.stats, pred.threshold, pred.task,
                          config={**pred.config, 'site_adaptation': record}, device=pred.device)
 
