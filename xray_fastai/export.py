@@ -174,7 +174,7 @@ def _numbers(o) -> list:
 def _member_ok(m) -> bool:
     "An ensemble member entry: a plain sub-folder name (no path that leaves the folder) and its config's SHA-256"
     f = m.get('folder') if isinstance(m, dict) else None
-    return (isinstance(f, str) and f not in ('', '.', '..') and all(c.isalnum() or c in '_-.' for c in f)
+    return (isinstance(f, str) and f.strip('.') != '' and all(c.isalnum() or c in '_-.' for c in f)  # no name of dots only
             and isinstance(m.get('config_sha256'), str))
 
 def read_config(folder:str|Path # A model folder written by `save_model`
