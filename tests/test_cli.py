@@ -7,7 +7,7 @@ from xray_fastai.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTS = ['data', 'task', 'arch', 'size', 'epochs', 'lr', 'bs', 'balance', 'aug', 'split', 'valid-pct', 'seed',
-              'schedule', 'threshold', 'sensitivity', 'out', 'overwrite', 'no-fast-precision', 'resume']
+              'schedule', 'threshold', 'sensitivity', 'out', 'overwrite', 'no-fast-precision', 'resume', 'ensemble']
 
 def cli(*args, cache=None, check=None):
     "Run `python -m xray_fastai.cli ARGS`; the completed process"
@@ -144,6 +144,9 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, args, msg):
     (['train', '--data', '{tmp}', '--epochs', '1'], 'not a chest X-ray folder'),
     (['train', '--epochs', '0'], '--epochs must be at least 1'),
     (['train', '--data', '{tmp}', '--valid-pct', '1.5'], '--valid-pct must be between 0 and 1'),
+    (['train', '--ensemble', '0'], '--ensemble must be between 1 and 20 models, not 0'),
+    (['train', '--ensemble', '-2'], '--ensemble must be between 1 and 20 models, not -2'),
+    (['train', '--ensemble', '1000'], '--ensemble must be between 1 and 20 models, not 1000'),
 ])
 def test_bad_options_in_process(tmp_path, capsys, monkeypatch, args, msg):
     monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
@@ -301,3 +304,75 @@ def test_read_only_out_is_refused_before_training(bad, tmp_path, capsys, monkeyp
         out_text, err = capsys.readouterr()
         assert 'cannot write there' in err and 'epoch' not in out_text  # refused before any training
     finally: out.chmod(0o755)
+
+@pytest.fixture(scope='module')
+def ensemble(run):
+    "The fixture's run as an ensemble of 3 (same data, options and seed)"
+    out = run['tmp']/'ens'
+    res = cli('train', '--data', run['data'], '--size', 32, '--epochs', 1, '--bs', 8, '--aug', 'none', '--out', out,
+              '--ensemble', 3, cache=run['tmp']/'cache', check=0)
+    return dict(out=out, res=res)
+
+def _bytes(folder:Path) -> dict: return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+def test_ensemble_folder_members_threshold_and_scores(run, ensemble):
+    import numpy as np, torch
+    from xray_fastai.export import load_model, Ensemble
+    from xray_fastai.learner import pick_threshold
+    out = ensemble['out']
+    assert sorted(p.name for p in out.iterdir()) == sorted(['config.json', 'member0', 'member1', 'member2', 'metrics.json',
+        'per_class.csv', 'confusion.png', 'roc.png', 'training_log.csv', 'summary.md'])
+    for i in range(3): assert sorted(p.name for p in (out/f'member{i}').iterdir()) == ['config.json', 'model.safetensors']
+    cfg = json.loads((out/'config.json').read_text())
+    assert [m['folder'] for m in cfg['ensemble']] == ['member0', 'member1', 'member2'] and cfg['training']['ensemble'] == 3
+    assert [json.loads((out/f'member{i}'/'config.json').read_text())['training']['seed'] for i in range(3)] == [0, 1, 2]
+    # member 0 is the single model of the same run; the others differ
+    from safetensors.torch import load_file
+    w0, w1, single = (load_file(f/'model.safetensors') for f in (out/'member0', out/'member1', run['out']))
+    assert w0.keys() == single.keys() and all(torch.equal(w0[k], single[k]) for k in w0)
+    assert not all(torch.equal(w0[k], w1[k]) for k in w0)
+    pred = load_model(out, device='cpu')
+    assert isinstance(pred.model, Ensemble) and 'ensemble of 3' in repr(pred) and pred.threshold == cfg['threshold']
+    files = sorted((run['data']/'test').rglob('*.jpeg'))
+    members = [load_model(out/f'member{i}', device='cpu').predict(files) for i in range(3)]
+    np.testing.assert_allclose(pred.predict(files).prob_PNEUMONIA, np.mean([m.prob_PNEUMONIA for m in members], 0), atol=1e-5)
+    metrics = json.loads((out/'metrics.json').read_text())
+    assert metrics['threshold']['threshold'] == cfg['threshold'] and metrics['argmax']['n'] == 20
+    summary = (out/'summary.md').read_text()
+    assert '| ensemble | 3 |' in summary and 'members’ averaged probabilities' in summary
+    res = cli('predict', out, run['data']/'test', check=0)
+    assert 'ensemble of 3' in res.stdout
+
+def test_ensemble_resume_keeps_finished_members(run, ensemble, tmp_path):
+    out = tmp_path/'ens'
+    shutil.copytree(ensemble['out'], out)
+    before = _bytes(out)
+    for f in ('config.json', 'summary.md', 'metrics.json'): (out/f).unlink()
+    shutil.rmtree(out/'member2')  # interrupted before the third member
+    args = ['train', '--data', run['data'], '--size', 32, '--epochs', 1, '--bs', 8, '--aug', 'none', '--out', out, '--ensemble', 3]
+    res = cli(*args, cache=run['tmp']/'cache', check=2)
+    assert 'holds an interrupted run' in res.stderr
+    res = cli(*args, '--resume', cache=run['tmp']/'cache', check=0)
+    assert res.stdout.count('finished before the interruption, kept') == 2
+    after = _bytes(out)
+    import torch
+    from safetensors.torch import load
+    for i in range(2):  # kept members untouched
+        for f in ('config.json', 'model.safetensors'): assert after[f'member{i}/{f}'] == before[f'member{i}/{f}'], (i, f)
+    w, w0 = load(after['member2/model.safetensors']), load(before['member2/model.safetensors'])
+    assert all(torch.equal(w[k], w0[k]) for k in w0)  # the third trained as it would have been (safetensors' header order varies)
+    assert json.loads(after['config.json'])['threshold'] == json.loads(before['config.json'])['threshold']
+
+@pytest.mark.parametrize('change,msg', [
+    (lambda d: (d/'member1'/'model.safetensors').write_bytes(b'x' + (d/'member1'/'model.safetensors').read_bytes()[1:]), 'does not match the SHA-256'),
+    (lambda d: (d/'member2'/'config.json').unlink(), 'member2/config.json: no such file'),
+    (lambda d: (d/'member0'/'config.json').write_text((d/'member0'/'config.json').read_text().replace('"bs": 8', '"bs": 9')), 'does not match the SHA-256 recorded in'),
+    (lambda d: shutil.rmtree(d/'member1'), 'member1/config.json: no such file'),
+])
+def test_damaged_ensemble_members_are_one_line_errors(ensemble, tmp_path, capsys, change, msg):
+    d = tmp_path/'ens'
+    shutil.copytree(ensemble['out'], d)
+    change(d)
+    assert main(['predict', str(d), str(d/'summary.md')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0], err

@@ -164,3 +164,50 @@ def test_a_network_that_gives_nan_gets_no_label(copy, saved, tmp_path):
     with torch.no_grad(): pred.model[1][3].bias.fill_(float('nan'))
     df = pred.predict(saved['learn'].dls.items.path[:4])
     assert df.label.isna().all() and df.error.str.contains('no finite probabilities').all()
+
+@pytest.fixture
+def ens(saved, tmp_path):
+    "An ensemble folder of two members: the saved model and a copy with other weights"
+    from xray_fastai.export import save_ensemble
+    d = tmp_path/'ens'
+    shutil.copytree(saved['folder'], d/'member0')
+    learn = saved['learn']
+    torch.manual_seed(1)
+    other = xray_learner(learn.dls, 'vgg', fast_precision=False, path=saved['tmp'])
+    save_model(other, d/'member1')
+    save_ensemble(d, ['member0', 'member1'], threshold=0.4)
+    return d
+
+def test_an_ensemble_predicts_the_mean_of_its_members(ens, saved):
+    files = saved['learn'].dls.test_split_dl().items.path
+    pred = load_model(ens, device='cpu')
+    assert 'ensemble of 2 vgg' in repr(pred) and pred.threshold == 0.4
+    ps = [load_model(ens/m, device='cpu').predict(files).prob_PNEUMONIA for m in ('member0', 'member1')]
+    df = pred.predict(files)
+    assert torch.allclose(torch.tensor(df.prob_PNEUMONIA.values), torch.tensor(((ps[0] + ps[1]) / 2).values), atol=1e-6)
+    assert df.label.tolist() == [BINARY[int(p >= 0.4)] for p in df.prob_PNEUMONIA]
+
+def test_saving_a_loaded_ensemble_again_keeps_it_loadable(ens, tmp_path):
+    from xray_fastai.export import save_predictor
+    pred = load_model(ens, device='cpu')
+    save_predictor(pred, tmp_path/'again', {'note': 'copy'})
+    again = load_model(tmp_path/'again', device='cpu')
+    assert json.loads((tmp_path/'again'/CONFIG).read_text())['note'] == 'copy' and 'ensemble of 2' in repr(again)
+    assert json.loads((tmp_path/'again'/'member1'/CONFIG).read_text())['note'] == 'copy'
+    x = torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(again.probs(x), pred.probs(x))
+
+@pytest.mark.parametrize('change,msg', [
+    (lambda d: edit(d, ensemble=[{'folder': '../member0', 'config_sha256': 'x'}]), 'ensemble must list'),
+    (lambda d: edit(d, ensemble=[{'folder': f'm{i}', 'config_sha256': 'x'} for i in range(21)]), 'ensemble must list'),
+    (lambda d: edit(d, ensemble=[]), 'ensemble must list'),
+    (lambda d: edit(d/'member1', vocab=['A', 'B']), 'member1/config.json: the file does not match the SHA-256'),
+])
+def test_bad_ensemble_configs(ens, change, msg):
+    change(ens)
+    with pytest.raises(XrayModelError, match=msg.replace('.', r'\.')): load_model(ens, device='cpu')
+
+def test_members_that_disagree_are_refused(ens):
+    from xray_fastai.export import save_ensemble
+    edit(ens/'member1', stats=[0.1, 0.2])
+    with pytest.raises(XrayModelError, match='differs from member0 in stats'): save_ensemble(ens, ['member0', 'member1'])

@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import argparse, contextlib, datetime, difflib, errno, inspect, io, math, os, shlex, sys, tempfile, time, warnings
+import argparse, contextlib, datetime, difflib, errno, inspect, io, json, math, os, random, shlex, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
@@ -16,7 +16,7 @@ from .core import *
 from .report import report
 
 # %% auto #0
-__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'FinalLines', 'main']
+__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'adapt', 'FinalLines', 'main']
 
 # %% ../nbs/08_cli.ipynb #76921f79
 def _choices(*cs) -> dict: return {'choices': list(cs)}
@@ -58,7 +58,8 @@ def write_summary(folder:Path, # The report folder
     scores = scores_table(metrics)
     figs = [f for f in ('confusion.png', 'roc.png', 'most_confused.png') if (folder/f).exists()]
     settings = pd.DataFrame({'value': {k: info[k] for k in ('data', 'task', 'arch', 'size', 'epochs', 'lr', 'bs', 'schedule',
-                             'balance', 'aug', 'split', 'valid_pct', 'seed', 'threshold_method', 'mixed_precision')}})
+                             'balance', 'aug', 'split', 'valid_pct', 'seed', 'threshold_method', 'mixed_precision')}
+                                      | ({'ensemble': info['ensemble']} if info.get('ensemble', 1) > 1 else {})})
     md = f"""# {info['task']} classifier: {info['arch']}, {info['size']} px, {info['epochs']} epoch(s)
 
 Trained {info['date']} with `{info['command']}`.
@@ -76,7 +77,7 @@ Trained {info['date']} with `{info['command']}`.
 ## Training
 
 {info['train_seconds']:.0f} s of training ({info['total_seconds']:.0f} s in all) on {info['hardware']}.
-Epoch by epoch: [training_log.csv](training_log.csv). Model: [config.json](config.json) + [model.safetensors](model.safetensors).
+Epoch by epoch: [training_log.csv](training_log.csv). Model: {info.get('model_files', '[config.json](config.json) + [model.safetensors](model.safetensors)')}.
 
 ## Scores on the {info['evaluated_on']} split ({metrics['argmax']['n']} images)
 
@@ -95,7 +96,7 @@ def _run_files() -> tuple:
     "The files `train` writes into its folder"
     from xray_fastai.export import CONFIG, WEIGHTS
     return (CONFIG, WEIGHTS, 'summary.md', 'metrics.json', 'per_class.csv', 'training_log.csv', 'confusion.png', 'roc.png',
-            'most_confused.png')
+            'most_confused.png', 'member0')
 
 def _check_arch(arch:str):
     "Refuse an architecture name that `xray_model` does not know, suggesting close ones, before any data is read"
@@ -106,14 +107,20 @@ def _check_arch(arch:str):
     raise CliError(f"--arch {arch}: unknown architecture; use vgg, a fastai xresnet (xresnet18, xresnet34, ...) or a timm "
                    f"model name{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
 
+def _interrupted(out:Path) -> bool:
+    "Whether `out` holds an interrupted run: a checkpoint, or an ensemble's members without the ensemble's config"
+    from xray_fastai.learner import CHECKPOINT
+    from xray_fastai.export import CONFIG
+    return (out/CHECKPOINT).exists() or any(out.glob(f'member*/{CHECKPOINT}')) or (
+        not (out/CONFIG).exists() and any(out.glob(f'member*/{CONFIG}')))
+
 def _check_out(out:Path, overwrite:bool, resume:bool):
     "Refuse an output folder that is a file, holds a run or files of the user's that training would replace, or is not writable"
-    from xray_fastai.learner import CHECKPOINT
     from xray_fastai.export import CONFIG
     if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for the model and the report")
     if (out/CONFIG).exists() and not overwrite: raise CliError(f"{out} already holds a model; choose another --out or pass --overwrite")
-    if resume and not (out/CHECKPOINT).exists(): raise CliError(f"{out} holds no checkpoint of an interrupted run to resume")
-    if (out/CHECKPOINT).exists() and not (resume or overwrite):
+    if resume and not _interrupted(out): raise CliError(f"{out} holds no checkpoint of an interrupted run to resume")
+    if _interrupted(out) and not (resume or overwrite):
         raise CliError(f"{out} holds an interrupted run; pass --resume to continue it, or --overwrite to start afresh")
     foreign = [f for f in _run_files() if (out/f).exists()]
     if foreign and not (overwrite or resume or (out/CONFIG).exists()):  # not a run of ours: the user's own files
@@ -122,6 +129,65 @@ def _check_out(out:Path, overwrite:bool, resume:bool):
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
+
+def _member_learner(dls, s:TrainSettings, i:int):
+    "Member `i` of an ensemble: the run's data and validation split, its own initial weights and shuffling (seed + i)"
+    from fastai.torch_core import set_seed
+    from xray_fastai.learner import xray_learner
+    set_seed(s.seed + i)
+    dls.train.rng = random.Random(s.seed + i)  # the shuffling's own generator, drawn once when the data was made
+    return xray_learner(dls, s.arch, fast_precision=s.fast_precision)
+
+def _ensemble_report(out:Path, vocab:list, vp, vt, tp, tt, s:TrainSettings) -> tuple:
+    "The ensemble's threshold on the averaged validation probabilities and its scores on the averaged test ones, with the report's files"
+    import matplotlib.pyplot as plt
+    from xray_fastai.learner import pick_threshold
+    from xray_fastai.evaluate import classification_scores, per_class_table, plot_confusion, plot_roc, finite_or_none
+    thr = pick_threshold(vp[:, 1], vt, s.threshold, s.sensitivity) if len(vocab) == 2 else None
+    metrics = dict(vocab=vocab, argmax=classification_scores(tp, tt))
+    if thr is not None: metrics['threshold'] = classification_scores(tp, tt, thr)
+    atomic_write(out/'metrics.json', lambda tmp: Path(tmp).write_text(json.dumps(finite_or_none(metrics), indent=2, allow_nan=False)))
+    per_class_table(tp, tt, vocab, thr).to_csv(out/'per_class.csv')
+    fig, axs = plt.subplots(1, 1 + (thr is not None), figsize=(4.5*(1 + (thr is not None)), 4), squeeze=False)
+    plot_confusion(metrics['argmax']['confusion'], vocab, 'argmax', axs[0, 0])
+    if thr is not None: plot_confusion(metrics['threshold']['confusion'], vocab, f'threshold {thr:.3f} (from validation)', axs[0, 1])
+    fig.tight_layout(); fig.savefig(out/'confusion.png', dpi=100); plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5)); plot_roc(tp, tt, vocab, ax)
+    fig.tight_layout(); fig.savefig(out/'roc.png', dpi=100); plt.close(fig)
+    return thr, metrics
+
+def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dict, info:dict) -> tuple:
+    "Train (or, resuming, keep) `n` members into `out/memberI`; the ensemble's training seconds, threshold, scores and log"
+    import torch
+    from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
+    from xray_fastai.experiments import fit_and_evaluate
+    from xray_fastai.export import CONFIG, save_model, read_config, load_weights
+    dls, probs, logs, train_s = learn.dls, [], [], 0.
+    has_test = (dls.items['split'] == 'test').any()
+    for i in range(n):
+        d, li = out/f'member{i}', learn if i == 0 else _member_learner(learn.dls, s, i)
+        ckpt = json.loads(json.dumps(run_settings(li, **{**run, 'seed': s.seed + i, 'member': i})))
+        if resume and (d/CONFIG).exists():  # finished before the interruption: kept, not retrained
+            cfg = read_config(d)
+            if cfg['training'].get('run_settings') != ckpt:
+                raise CliError(f"{d/CONFIG}: a member trained with other settings; resume with the same options, or start afresh elsewhere")
+            li.model.load_state_dict(load_weights(d, cfg).state_dict()); li.to_full_precision()
+            log = pd.DataFrame(cfg['training']['history']).rename_axis('epoch').reset_index()
+            print(f"Member {i + 1} of {n}: finished before the interruption, kept ({d})")
+        else:
+            print(f"Member {i + 1} of {n} (seed {s.seed + i}):")
+            li.add_cb(CheckpointCallback(d, ckpt, resume and (d/CHECKPOINT).exists()))
+            rec = fit_and_evaluate(li, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity)
+            log, train_s = model_record(li).training_log, train_s + rec['train_s']
+            save_model(li, d, training={**info, 'seed': s.seed + i, 'member': i, 'train_seconds': round(rec['train_s'], 1),
+                                        'run_settings': ckpt, 'history': log.drop(columns='epoch').to_dict('records')})
+            (d/CHECKPOINT).unlink(missing_ok=True)
+        logs.append(log.assign(member=i))
+        dl = dls.test_split_dl() if has_test else dls.valid
+        probs.append((*li.get_preds(dl=dls.valid), *li.get_preds(dl=dl)))
+    vp, vt, tp, tt = (torch.stack([p[k] for p in probs]).mean(0) if k % 2 == 0 else probs[0][k] for k in range(4))
+    thr, metrics = _ensemble_report(out, list(dls.vocab), vp, vt, tp, tt, s)
+    return train_s, thr, metrics, pd.concat(logs, ignore_index=True)
 
 def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
           task:Annotated[str, _choices(*TASKS)]=DEFAULTS.task, # What to predict: NORMAL/PNEUMONIA (binary) or NORMAL/BACTERIA/VIRUS (multiclass)
@@ -142,9 +208,10 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           overwrite:bool=False, # Write into --out even if it already holds a model
           fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on a CPU), on unless --no-fast-precision, which trains in float32
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
+          ensemble:int=1, # Train this many models (seed, seed+1, ...: other initial weights and shuffling, same data and validation split) and average their probabilities
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
-    from xray_fastai.export import MAX_SIZE
+    from xray_fastai.export import MAX_SIZE, MAX_MEMBERS
     start = time.perf_counter()
     command = _command if _command and _command.startswith('xray-fastai train') else f"train(data={data!r}, ...) from Python"
     for name, v, lo, hi in (('epochs', epochs, 1, math.inf), ('size', size, 16, MAX_SIZE), ('bs', bs, 2, math.inf),
@@ -155,11 +222,12 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     if not 0 < valid_pct < 1: raise CliError(f"--valid-pct must be between 0 and 1, not {valid_pct}")
     if threshold == 'sensitivity' and not 0 < sensitivity <= 1: raise CliError(f"--sensitivity must be in (0, 1], not {sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
+    if not 1 <= ensemble <= MAX_MEMBERS: raise CliError(f"--ensemble must be between 1 and {MAX_MEMBERS} models, not {ensemble}")
     _check_arch(arch)
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
     from xray_fastai.experiments import protocol_learner, fit_and_evaluate
     from xray_fastai.data import xray_source, data_record
-    from xray_fastai.export import save_model
+    from xray_fastai.export import save_model, save_ensemble
     settings = TrainSettings(task, arch, size, epochs, lr, bs, balance, aug, split, valid_pct, seed, schedule, threshold, sensitivity,
                              fast_precision)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
@@ -173,32 +241,45 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     dls = learn.dls
     table = _data_table(dls)
     print(table.to_string(), '\n')
-    ckpt = run_settings(learn, data=data_desc, size=size, epochs=epochs, lr=lr, balance=balance, aug=aug, split=split,
-                        valid_pct=valid_pct, seed=seed, schedule=schedule, fast_precision=fast_precision)
-    learn.add_cb(CheckpointCallback(out, ckpt, resume))  # checks a checkpoint to resume before any training
-    has_test = (data_record(dls).items['split'] == 'test').any()
-    if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
-    try: rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
-    except KeyboardInterrupt:
-        again = command if command.endswith(' --resume') else f"{command} --resume"
-        if (out/CHECKPOINT).exists(): print(f"\nInterrupted; to continue from the last finished epoch: {again}", file=sys.stderr)
-        raise
-    model = model_record(learn)
-    train_s, metrics, log, thr = rec['train_s'], model.test_report, model.training_log, model.threshold
-    atomic_write(out/'training_log.csv', lambda tmp: log.to_csv(tmp, index=False))
+    run = dict(data=data_desc, size=size, epochs=epochs, lr=lr, balance=balance, aug=aug, split=split,
+               valid_pct=valid_pct, seed=seed, schedule=schedule, fast_precision=fast_precision)
     info = dict(data=data_desc, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, schedule=schedule, balance=balance,
                 aug=aug, split=split, valid_pct=valid_pct, seed=seed, threshold_method=threshold if len(dls.vocab) == 2 else None,
-                mixed_precision=fast_precision, train_seconds=round(train_s, 1))
+                mixed_precision=fast_precision)
+    has_test = (data_record(dls).items['split'] == 'test').any()
+    if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
+    if ensemble == 1: learn.add_cb(CheckpointCallback(out, run_settings(learn, **run), resume))  # checks a checkpoint to resume before any training
+    try:
+        if ensemble == 1:
+            rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
+            model = model_record(learn)
+            train_s, metrics, log, thr = rec['train_s'], model.test_report, model.training_log, model.threshold
+        else:
+            train_s, thr, metrics, log = _train_members(learn, settings, ensemble, out, resume, run, info)
+            rec = dict(train_s=train_s, threshold=thr, ensemble=ensemble,
+                       **{f'test_{k}': v for k, v in metrics['argmax'].items() if k not in ('confusion', 'threshold')})
+    except KeyboardInterrupt:
+        again = command if command.endswith(' --resume') else f"{command} --resume"
+        if _interrupted(out): print(f"\nInterrupted; to continue from the last finished epoch: {again}", file=sys.stderr)
+        raise
+    atomic_write(out/'training_log.csv', lambda tmp: log.to_csv(tmp, index=False))
+    info['train_seconds'] = round(train_s, 1)
+    if ensemble > 1: info['ensemble'] = ensemble
     training = {**info, 'history': log.drop(columns='epoch').to_dict('records')}
+    if ensemble > 1: info['model_files'] = (f"[config.json](config.json) + {ensemble} members, "
+                                            + ', '.join(f"[member{i}/](member{i}/config.json)" for i in range(ensemble)) + ", probabilities averaged")
     info.update(date=datetime.datetime.now().isoformat(sep=' ', timespec='seconds'), command=command, hardware=hardware(), total_seconds=time.perf_counter()-start,
                 evaluated_on='test' if has_test else 'validation',
                 threshold_note=(f"The threshold {thr:.3f} on the PNEUMONIA probability was chosen on the validation split "
-                                f"({threshold}); argmax is the same as a 0.5 threshold." if thr is not None else
+                                f"({threshold}{', on the members’ averaged probabilities' if ensemble > 1 else ''}); "
+                                "argmax is the same as a 0.5 threshold." if thr is not None else
                                 "Decisions are the most probable class."))
     write_summary(out, info, table, metrics)
-    save_model(learn, out, training=training)  # last: a folder with a config.json holds a finished run
+    if ensemble == 1: save_model(learn, out, training=training)  # last: a folder with a config.json holds a finished run
+    else: save_ensemble(out, [f'member{i}' for i in range(ensemble)], thr, training)
     (out/CHECKPOINT).unlink(missing_ok=True)
-    print(f"\nTrained {arch} ({task}, {size} px, {epochs} epoch(s)) in {train_s:.0f} s; {info['total_seconds']:.0f} s in all.")
+    what = f"an ensemble of {ensemble} {arch}" if ensemble > 1 else arch
+    print(f"\nTrained {what} ({task}, {size} px, {epochs} epoch(s)) in {train_s:.0f} s; {info['total_seconds']:.0f} s in all.")
     print(f"Scores on the {info['evaluated_on']} split ({metrics['argmax']['n']} images):")
     print(scores_table(metrics).round(3).to_string())
     print(f"\nModel and report: {out}/ (summary.md)\nPredict with:     xray-fastai predict {out} IMAGES_OR_FOLDERS")
@@ -211,7 +292,7 @@ def _show_table(df:pd.DataFrame) -> str:
         try: p = os.path.relpath(p) if len(os.path.relpath(p)) < len(p) else p
         except ValueError: pass
         return os.fsencode(p).decode(errors='replace')  # a file name that is not UTF-8 cannot be printed as it is
-    show = df[df.error.isna()].drop(columns='error').assign(path=lambda d: d.path.map(_short))
+    show = df[df.error.isna()].drop(columns=['error', 'adapted_on'], errors='ignore').assign(path=lambda d: d.path.map(_short))
     return show.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(show) else ''
 
 def predict(model_dir:str, # Model folder written by `xray-fastai train` (config.json + model.safetensors)
@@ -220,7 +301,8 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
             bs:int=64, # Images per batch
             cpu:bool=False, # Run on the CPU even when a GPU is available
             allow_pickle:bool=False, # Accept a fastai .pkl export as MODEL_DIR. Unpickling runs code from the file: only for files you trust
-           ) -> pd.DataFrame: # One row per file: path, label, class probabilities, error
+            adapt:bool=False, # First re-estimate the model's batch-norm statistics on the images being predicted (transductive; see `xray-fastai adapt`)
+           ) -> pd.DataFrame: # One row per file: path, label, class probabilities, error (and adapted_on with --adapt)
     "Predict chest X-ray images with a saved model"
     from xray_fastai.data import IMAGE_EXTS
     from xray_fastai.export import load_model
@@ -232,9 +314,17 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
         try: csv.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e: raise CliError(f"--csv {csv}: cannot create its folder ({e.strerror})") from e
     pred = load_model(model_dir, allow_pickle=allow_pickle, device='cpu' if cpu else None)
+    if adapt:
+        from xray_fastai.shift import adapted
+        pred = adapted(pred, list(paths), bs=bs)
     df = pred.predict(list(paths), bs=bs)
     if df.empty: raise CliError(f"no image files found in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_EXTS))})")
     print(f"{pred}\n")
+    if adapt:
+        n = pred.config['site_adaptation']['n_images']
+        df['adapted_on'] = n
+        print(f"Adapted to these images: batch-norm statistics re-estimated on the {n} readable image(s) being predicted "
+              "(transductive: each prediction depends on the other images).\n")
     table = _show_table(df)
     if table: print(table)
     bad = df[df.error.notna()]
@@ -246,8 +336,34 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
         print(f"Predictions written to {csv}")
     return df
 
+def adapt(model_dir:str, # Model folder (one model or an ensemble) written by `xray-fastai train`
+          *images:Annotated[str, {'nargs': '+'}], # The new site's images: files and/or folders (unlabeled; labels are never read)
+          out:str=None, # The new model folder for the site (required); the source folder is never changed
+          overwrite:bool=False, # Write into --out even if it already holds a model
+          bs:int=64, # Images per batch; the result does not depend on it
+         ) -> Path: # The new model folder
+    "Adapt a saved model to a new site: re-estimate its batch-norm statistics on the site's unlabeled images, into a new folder"
+    from xray_fastai.export import load_model, save_predictor, CONFIG
+    from xray_fastai.shift import adapted
+    if not images: raise CliError("give the new site's images (files or folders) to adapt on")
+    if out is None: raise CliError("--out is required: adapt writes a new model folder and never changes the source")
+    if bs < 1: raise CliError(f"--bs must be at least 1, not {bs}")
+    out = Path(out)
+    if out.exists() and Path(model_dir).exists() and out.resolve() == Path(model_dir).resolve():
+        raise CliError(f"--out {out} is the source model folder; adapt writes a new folder and never changes the source")
+    if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for the adapted model")
+    if (out/CONFIG).exists() and not overwrite: raise CliError(f"{out} already holds a model; choose another --out or pass --overwrite")
+    pred = load_model(model_dir, device='cpu')
+    new = adapted(pred, list(images), bs=bs)
+    save_predictor(new, out, {'site_adaptation': new.config['site_adaptation']})
+    site = new.config['site_adaptation']
+    print(f"{new}\n\nAdapted {model_dir} to the site: batch-norm statistics re-estimated on {site['n_images']} image(s) "
+          f"(prior {site['prior']:g}, layers {site['layers'] or 'all'}).\nSite model: {out}/\n"
+          f"Predict with: xray-fastai predict {out} IMAGES_OR_FOLDERS")
+    return out
+
 # %% ../nbs/08_cli.ipynb #43a6e0a7
-COMMANDS = {'train': train, 'predict': predict, 'report': report}
+COMMANDS = {'train': train, 'predict': predict, 'adapt': adapt, 'report': report}
 
 def _usage() -> str:
     cmds = '\n'.join(f"  {n:<11}{f.__doc__}" for n, f in COMMANDS.items())

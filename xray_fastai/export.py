@@ -23,9 +23,9 @@ from .evaluate import finite_or_none
 from .data import _hw, _visible
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'XrayModelError', 'PickleWarning',
-           'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights', 'image_files', 'XrayPredictor',
-           'load_model']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'MAX_MEMBERS', 'XrayModelError',
+           'PickleWarning', 'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights', 'image_files',
+           'Ensemble', 'XrayPredictor', 'save_ensemble', 'load_ensemble', 'save_predictor', 'load_model']
 
 # %% ../nbs/06_export.ipynb #1237a34f
 FORMAT = 'xray_fastai.model'
@@ -33,6 +33,7 @@ FORMAT_VERSION = 1
 WEIGHTS, CONFIG = 'model.safetensors', 'config.json'
 MAX_SIZE = 2048  # largest image side a model may ask for: each image is decoded at this size, in every batch
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; a larger file is not one of ours
+MAX_MEMBERS = 20  # models an ensemble folder may hold: every one of them runs on every image
 
 class XrayModelError(XrayDataError):
     "A model folder or file that cannot be loaded, with what is wrong"
@@ -170,6 +171,12 @@ def _numbers(o) -> list:
     if isinstance(o, list): return [n for v in o for n in _numbers(v)]
     return [o] if isinstance(o, (int, float)) and not isinstance(o, bool) else []
 
+def _member_ok(m) -> bool:
+    "An ensemble member entry: a plain sub-folder name (no path that leaves the folder) and its config's SHA-256"
+    f = m.get('folder') if isinstance(m, dict) else None
+    return (isinstance(f, str) and f.strip('.') != '' and all(c.isalnum() or c in '_-.' for c in f)  # no name of dots only
+            and isinstance(m.get('config_sha256'), str))
+
 def read_config(folder:str|Path # A model folder written by `save_model`
                ) -> dict:
     "The checked contents of `folder/config.json`"
@@ -206,6 +213,10 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     thr = cfg.get('threshold')
     _need(thr is None or (_is_num(thr) and 0 <= thr <= 1 and len(voc) == 2), fn,
           f"threshold must be null or, for two classes, a number in [0, 1], not {thr!r}")
+    ens = cfg.get('ensemble')
+    _need(ens is None or (isinstance(ens, list) and 1 <= len(ens) <= MAX_MEMBERS and all(_member_ok(m) for m in ens)
+                          and len({m['folder'] for m in ens}) == len(ens)), fn,
+          f"ensemble must list 1 to {MAX_MEMBERS} members, each {{\"folder\": a sub-folder name, \"config_sha256\": ...}}, not {ens!r}")
     return {**cfg, 'n_in': n_in, 'model_kwargs': mk, 'threshold': thr}
 
 # %% ../nbs/06_export.ipynb #950ddaa3
@@ -250,6 +261,22 @@ def image_files(paths:str|Path|list, # Image files and/or folders
         else: res.append(p)
     return res
 
+# %% ../nbs/06_export.ipynb #a28fdbbe
+class Ensemble(nn.Module):
+    "Several networks as one: the log of their mean class probabilities, so that `softmax` of the output is that mean"
+    def __init__(self,
+                 members:list, # The networks, each images to class scores
+                 configs:list=None, # Each member's config, as read from its folder
+                 names:list=None, # Each member's sub-folder name
+                ):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.configs = list(configs or [{}]*len(members))
+        self.names = list(names or [f'member{i}' for i in range(len(members))])
+    def forward(self, x):
+        p = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(0)
+        return p.clamp_min(torch.finfo(p.dtype).tiny).log()
+
 # %% ../nbs/06_export.ipynb #bf321243
 class XrayPredictor:
     "A trained X-ray classifier with its preprocessing: predicts image files into a table"
@@ -271,8 +298,12 @@ class XrayPredictor:
 
     def __repr__(self):
         thr = 'argmax' if self.threshold is None else f'threshold {self.threshold:.3f}'
-        return (f"XrayPredictor({self.config.get('arch', type(self.model).__name__)}, {self.task}: {', '.join(self.vocab)}; "
-                f"{self.size[0]}x{self.size[1]} px; {thr})")
+        arch = self.config.get('arch', type(self.model).__name__)
+        if isinstance(self.model, Ensemble): arch = f"ensemble of {len(self.model.members)} {arch}"
+        site = self.config.get('site_adaptation')
+        site = f"; site-adapted on {site['n_images']} images" if isinstance(site, dict) and 'n_images' in site else ''
+        return (f"XrayPredictor({arch}, {self.task}: {', '.join(self.vocab)}; "
+                f"{self.size[0]}x{self.size[1]} px; {thr}{site})")
 
     def preprocess(self, images:np.ndarray|torch.Tensor # uint8 images (n, height, width) from `load_xray`
                   ) -> torch.Tensor: # float32 (n, 1, height, width), normalised as in training
@@ -320,6 +351,77 @@ class XrayPredictor:
         return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/06_export.ipynb #3eb1bb2c
+_SHARED = ('task', 'vocab', 'size', 'stats', 'n_in')  # what every member of an ensemble must agree on
+
+def _ensemble_config(folder:Path, names:list, cfgs:list, threshold:float|None, training:dict, extra:dict=None) -> dict:
+    "The top-level config of an ensemble folder whose members are saved in `folder/NAME`"
+    for n, c in zip(names[1:], cfgs[1:]):
+        bad = [k for k in _SHARED if c.get(k) != cfgs[0].get(k)]
+        if bad: raise XrayModelError(f"{folder/n/CONFIG}: the member differs from {names[0]} in {', '.join(bad)}; "
+                                     "an ensemble's members must see images alike and predict the same classes")
+    c0 = cfgs[0]
+    return dict(format=FORMAT, format_version=FORMAT_VERSION, arch=c0['arch'], model_kwargs=c0.get('model_kwargs', {}),
+                **{k: c0[k] for k in _SHARED}, threshold=threshold,
+                ensemble=[dict(folder=n, config_sha256=_sha256(folder/n/CONFIG)) for n in names],
+                toolkit_version=xray_fastai.__version__, torch_version=torch.__version__, training=training or {}, **(extra or {}))
+
+def save_ensemble(folder:str|Path, # The ensemble's folder: each member already saved by `save_model` into a sub-folder
+                  names:list, # The members' sub-folder names, e.g. ['member0', 'member1']
+                  threshold:float=None, # Two classes: the ensemble's threshold, chosen on its averaged validation probabilities
+                  training:dict=None, # Training settings and facts to record
+                 ) -> Path: # The folder
+    "Write the config that makes `folder` an ensemble of its members: `load_model` then averages their probabilities"
+    folder = Path(folder)
+    cfg = _ensemble_config(folder, names, [read_config(folder/n) for n in names], threshold, training)
+    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
+    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    return folder
+
+def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensemble`
+                  config:dict, # Its config, from `read_config`
+                  verify:bool=True, # Check every member's config and weights against their recorded SHA-256
+                 ) -> Ensemble: # The members as one network, in eval mode, on the CPU
+    "Load every member of an ensemble folder, each with `read_config` and `load_weights` and their checks"
+    folder, models, cfgs = Path(folder), [], []
+    for m in config['ensemble']:
+        sub = folder/m['folder']
+        c = read_config(sub)
+        if verify and _sha256(sub/CONFIG) != m['config_sha256']:
+            raise XrayModelError(f"{sub/CONFIG}: the file does not match the SHA-256 recorded in {folder/CONFIG}; it was "
+                                 "damaged or replaced after saving.")
+        _need(not c.get('ensemble'), sub/CONFIG, "an ensemble inside an ensemble; a member must be one model")
+        bad = [k for k in _SHARED if c.get(k) != config.get(k)]
+        _need(not bad, sub/CONFIG, f"differs from the ensemble's {folder/CONFIG} in {', '.join(bad)}")
+        models.append(load_weights(sub, c, verify)); cfgs.append(c)
+    return Ensemble(models, cfgs, [m['folder'] for m in config['ensemble']]).eval()
+
+def _save_one(model:nn.Module, config:dict, folder:Path, record:dict) -> dict:
+    "Write `model`'s weights with `config` (plus `record`) into `folder`; the config written"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = model_state(model)
+    atomic_write(folder/WEIGHTS, lambda fn: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'}))
+    cfg = {**config, **record, 'weights_sha256': _sha256(folder/WEIGHTS)}
+    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
+    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    return cfg
+
+def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its network changed (e.g. `shift.adapted`)
+                   folder:str|Path, # A new model folder
+                   record:dict=None, # Added to the config (and to every member's): what was changed and how
+                  ) -> Path: # The folder
+    "Save a loaded predictor's network as a model folder (one model or an ensemble), with its config plus `record`"
+    folder, record = Path(folder), record or {}
+    if not pred.config.get('format'): raise XrayModelError("only a predictor loaded from a model folder (load_model) can be saved again")
+    m = pred.model
+    if not isinstance(m, Ensemble): _save_one(m, pred.config, folder, record); return folder
+    cfgs = [_save_one(mm, c, folder/n, record) for mm, c, n in zip(m.members, m.configs, m.names)]
+    keep = {k: v for k, v in pred.config.items() if k not in ('ensemble', 'threshold', 'training')}
+    cfg = {**keep, **_ensemble_config(folder, m.names, cfgs, pred.threshold, pred.config.get('training')), **record}
+    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    return folder
+
 def _pickle_predictor(fn:Path, device) -> XrayPredictor:
     "A predictor from a fastai `learn.export()` pickle: runs code from the file!"
     from fastai.learner import load_learner
@@ -346,7 +448,7 @@ def load_model(path:str|Path, # A model folder (or its config.json / model.safet
                device:str|torch.device=None, # Where to run; a GPU if available by default
                verify:bool=True, # Check the weights file against the SHA-256 recorded in the config
               ) -> XrayPredictor:
-    "An `XrayPredictor` from a folder written by `save_model`; no pickle unless explicitly allowed"
+    "An `XrayPredictor` from a folder written by `save_model` or `save_ensemble`; no pickle unless explicitly allowed"
     path = Path(path)
     if path.is_file() and path.name in (CONFIG, WEIGHTS): path = path.parent
     pkl = path if path.is_file() and path.suffix.lower() in ('.pkl', '.pth', '.pt') else None
@@ -361,6 +463,6 @@ def load_model(path:str|Path, # A model folder (or its config.json / model.safet
     if not path.exists(): raise XrayModelError(f"{path}: no such model folder")
     if path.is_file(): raise XrayModelError(f"{path}: not a model folder, {CONFIG}, {WEIGHTS} or .pkl file")
     cfg = read_config(path)
-    model = load_weights(path, cfg, verify)
+    model = load_ensemble(path, cfg, verify) if cfg.get('ensemble') else load_weights(path, cfg, verify)
     return XrayPredictor(model, cfg['vocab'], tuple(cfg['size']), tuple(cfg['stats']), cfg['threshold'], cfg.get('task'),
                          config=cfg, device=device)
