@@ -101,3 +101,21 @@ def test_bad_options(capsys, tmp_path, run):
 def test_help_lists_report(capsys):
     assert main(['--help']) == 0
     assert 'report ' in capsys.readouterr().out
+
+def test_ensemble_and_adapt(tmp_path):
+    "`--ensemble 2`: each classifier folder is an ensemble that `predict` loads; `--adapt`: adapted rows of their own, labelled transductive"
+    out = tmp_path/'report'
+    res = cli('report', '--out', out, *TINY, '--ensemble', 2, '--adapt', check=0)
+    m = strict_json((out/'metrics.json').read_text())
+    for task in ('binary', 'multiclass'):
+        assert [r['seed'] for r in m[task]['members']] == [0, 1]
+        assert json.loads((out/task/'config.json').read_text())['ensemble'] and (out/task/'member1'/'model.safetensors').is_file()
+        a = m['shift']['adapted'][task]
+        assert a['n_images'] == 30  # every test image (10 of each type), read without labels
+        assert 0 <= a['accuracy'] <= 1 if 'refused' not in a else a['refused'].startswith('the model calls')  # scored, or the guard's reason
+    assert 'binary member 2/2 epoch 1/1' in res.stdout
+    md = (out/'report.md').read_text()
+    assert 'Adapted to the test images: transductive' in md
+    images = phantom_data()/'test'/'NORMAL'
+    assert 'ensemble of 2' in cli('predict', out/'binary', images, '--cpu', check=0).stdout
+    assert 'at most 20' in cli('report', '--out', tmp_path/'b', *TINY, '--ensemble', 21, check=2).stderr

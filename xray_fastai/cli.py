@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import argparse, contextlib, datetime, difflib, errno, inspect, io, json, math, os, random, shlex, sys, tempfile, time, warnings
+import argparse, contextlib, datetime, difflib, errno, inspect, io, json, math, os, shlex, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
@@ -130,42 +130,23 @@ def _check_out(out:Path, overwrite:bool, resume:bool):
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
 
-def _member_learner(dls, s:TrainSettings, i:int):
-    "Member `i` of an ensemble: the run's data and validation split, its own initial weights and shuffling (seed + i)"
-    from fastai.torch_core import set_seed
-    from xray_fastai.learner import xray_learner
-    set_seed(s.seed + i)
-    dls.train.rng = random.Random(s.seed + i)  # the shuffling's own generator, drawn once when the data was made
-    return xray_learner(dls, s.arch, fast_precision=s.fast_precision)
-
 def _ensemble_report(out:Path, vocab:list, vp, vt, tp, tt, s:TrainSettings) -> tuple:
     "The ensemble's threshold on the averaged validation probabilities and its scores on the averaged test ones, with the report's files"
-    import matplotlib.pyplot as plt
     from xray_fastai.learner import pick_threshold
-    from xray_fastai.evaluate import classification_scores, per_class_table, plot_confusion, plot_roc, finite_or_none
+    from xray_fastai.evaluate import evaluate_probs
     thr = pick_threshold(vp[:, 1], vt, s.threshold, s.sensitivity) if len(vocab) == 2 else None
-    metrics = dict(vocab=vocab, argmax=classification_scores(tp, tt))
-    if thr is not None: metrics['threshold'] = classification_scores(tp, tt, thr)
-    atomic_write(out/'metrics.json', lambda tmp: Path(tmp).write_text(json.dumps(finite_or_none(metrics), indent=2, allow_nan=False)))
-    per_class_table(tp, tt, vocab, thr).to_csv(out/'per_class.csv')
-    fig, axs = plt.subplots(1, 1 + (thr is not None), figsize=(4.5*(1 + (thr is not None)), 4), squeeze=False)
-    plot_confusion(metrics['argmax']['confusion'], vocab, 'argmax', axs[0, 0])
-    if thr is not None: plot_confusion(metrics['threshold']['confusion'], vocab, f'threshold {thr:.3f} (from validation)', axs[0, 1])
-    fig.tight_layout(); fig.savefig(out/'confusion.png', dpi=100); plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5)); plot_roc(tp, tt, vocab, ax)
-    fig.tight_layout(); fig.savefig(out/'roc.png', dpi=100); plt.close(fig)
-    return thr, metrics
+    return thr, evaluate_probs(tp, tt, vocab, thr, out)
 
 def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dict, info:dict) -> tuple:
     "Train (or, resuming, keep) `n` members into `out/memberI`; the ensemble's training seconds, threshold, scores and log"
     import torch
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
-    from xray_fastai.experiments import fit_and_evaluate
+    from xray_fastai.experiments import fit_and_evaluate, member_learner
     from xray_fastai.export import CONFIG, save_model, read_config, load_weights
     dls, probs, logs, train_s = learn.dls, [], [], 0.
     has_test = (dls.items['split'] == 'test').any()
     for i in range(n):
-        d, li = out/f'member{i}', learn if i == 0 else _member_learner(learn.dls, s, i)
+        d, li = out/f'member{i}', learn if i == 0 else member_learner(learn.dls, s, i)
         ckpt = json.loads(json.dumps(run_settings(li, **{**run, 'seed': s.seed + i, 'member': i})))
         if resume and (d/CONFIG).exists():  # finished before the interruption: kept, not retrained
             cfg = read_config(d)
@@ -202,7 +183,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
           seed:int=DEFAULTS.seed, # Random seed for the split, the shuffling and the initial weights
           schedule:Annotated[str, _choices(*SCHEDULES)]=DEFAULTS.schedule, # Learning-rate schedule
-          threshold:Annotated[str, _choices(*THRESHOLD_METHODS)]=DEFAULTS.threshold, # Binary task: how the decision threshold is picked on validation
+          threshold:Annotated[str, _choices(*THRESHOLD_METHODS)]=DEFAULTS.threshold, # Binary task: the decision rule, 'argmax' or a threshold picked on validation
           sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity for --threshold sensitivity
           out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
           overwrite:bool=False, # Write into --out even if it already holds a model

@@ -71,7 +71,7 @@ def train_distributed(data:str=None, # Data folder or CSV; None means `$XRAY_DAT
                       split:str=DEFAULTS.split, # Validation split: grouped by patient, or by image
                       valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
                       schedule:str=DEFAULTS.schedule, # Learning-rate schedule: 'one_cycle' or 'plateau'
-                      threshold:str=DEFAULTS.threshold, # Binary task: how the decision threshold is picked on validation
+                      threshold:str=DEFAULTS.threshold, # Binary task: the decision rule, 'argmax' or a threshold picked on validation
                       sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                      ) -> dict|None: # Test scores on rank 0; None on the other ranks
     "Train a classifier on every process of a launch; rank 0 evaluates it and writes the model and report into `out`"

@@ -17,7 +17,7 @@ from .data import *
 
 # %% auto #0
 __all__ = ['decisions', 'classification_scores', 'plot_confusion', 'plot_roc', 'plot_most_confused', 'per_class_table',
-           'evaluate', 'finite_or_none']
+           'evaluate_probs', 'evaluate', 'finite_or_none']
 
 # %% ../nbs/05_evaluate.ipynb #6bd11813
 def decisions(probs:np.ndarray, # (n, n_classes) predicted probabilities
@@ -107,6 +107,27 @@ def per_class_table(probs, targets, vocab, threshold=None) -> pd.DataFrame:
     rep = skm.classification_report(targets, preds, labels=range(len(vocab)), target_names=list(vocab), output_dict=True, zero_division=0)
     return pd.DataFrame(rep).T.loc[list(vocab)]
 
+def evaluate_probs(probs:np.ndarray|Tensor, # (n, n_classes) predicted probabilities, e.g. the mean of an ensemble's members
+                   targets:np.ndarray|Tensor, # (n,) true class indices
+                   vocab:list, # Class names
+                   threshold:float=None, # Two classes: the decision threshold chosen on validation, scored beside the argmax
+                   folder:str|Path=None, # Write metrics.json, per_class.csv, confusion.png and roc.png here
+                  ) -> dict:
+    "Scores at the argmax and at `threshold`; with `folder`, the report's files"
+    res = dict(vocab=list(vocab), argmax=classification_scores(probs, targets))
+    if len(vocab) == 2 and threshold is not None: res['threshold'] = classification_scores(probs, targets, threshold)
+    if folder is None: return res
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder/'metrics.json', lambda tmp: Path(tmp).write_text(json.dumps(finite_or_none(res), indent=2, allow_nan=False)))
+    atomic_write(folder/'per_class.csv', lambda tmp: per_class_table(probs, targets, vocab, threshold).to_csv(tmp))
+    fig, axs = plt.subplots(1, 1 + ('threshold' in res), figsize=(4.5*(1 + ('threshold' in res)), 4), squeeze=False)
+    plot_confusion(res['argmax']['confusion'], vocab, 'argmax', axs[0, 0])
+    if 'threshold' in res: plot_confusion(res['threshold']['confusion'], vocab, f'threshold {threshold:.3f} (from validation)', axs[0, 1])
+    fig.tight_layout(); atomic_write(folder/'confusion.png', lambda tmp: fig.savefig(tmp, dpi=100, format='png')); plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5)); plot_roc(probs, targets, vocab, ax)
+    fig.tight_layout(); atomic_write(folder/'roc.png', lambda tmp: fig.savefig(tmp, dpi=100, format='png')); plt.close(fig)
+    return res
+
 def evaluate(learn:Learner, # A trained classifier
              dl:DataLoader=None, # Data to score; the test split by default
              folder:str|Path=None, # Write metrics.json, per_class.csv and figures here
@@ -115,20 +136,10 @@ def evaluate(learn:Learner, # A trained classifier
     "Score `learn` on the test split at the argmax and at its validation threshold; save the report to `folder`"
     dl = dl or learn.dls.test_split_dl()
     probs, targets = learn.get_preds(dl=dl)
-    vocab, thr = list(learn.dls.vocab), getattr(learn, 'threshold', None)
-    res = dict(vocab=vocab, argmax=classification_scores(probs, targets))
-    if len(vocab) == 2 and thr is not None: res['threshold'] = classification_scores(probs, targets, thr)
-    if folder is None: return res
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    (folder/'metrics.json').write_text(json.dumps(finite_or_none(res), indent=2, allow_nan=False))
-    per_class_table(probs, targets, vocab, thr).to_csv(folder/'per_class.csv')
-    fig, axs = plt.subplots(1, 1 + ('threshold' in res), figsize=(4.5*(1 + ('threshold' in res)), 4), squeeze=False)
-    plot_confusion(res['argmax']['confusion'], vocab, 'argmax', axs[0, 0])
-    if 'threshold' in res: plot_confusion(res['threshold']['confusion'], vocab, f'threshold {thr:.3f} (from validation)', axs[0, 1])
-    fig.tight_layout(); fig.savefig(folder/'confusion.png', dpi=100); plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5)); plot_roc(probs, targets, vocab, ax)
-    fig.tight_layout(); fig.savefig(folder/'roc.png', dpi=100); plt.close(fig)
-    plot_most_confused(learn, dl, top_k).savefig(folder/'most_confused.png', dpi=80); plt.close('all')
+    res = evaluate_probs(probs, targets, list(learn.dls.vocab), getattr(learn, 'threshold', None), folder)
+    if folder is not None:
+        fig = plot_most_confused(learn, dl, top_k)
+        atomic_write(Path(folder)/'most_confused.png', lambda tmp: fig.savefig(tmp, dpi=80, format='png')); plt.close('all')
     return res
 
 def finite_or_none(o):

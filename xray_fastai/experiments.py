@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/experiments.html.md"""
 
 # %% ../nbs/07_experiments.ipynb #7089fb9d
 from __future__ import annotations
-import os, shlex, sys, time
+import os, random, shlex, sys, time
 from dataclasses import fields
 import pandas as pd, torch
 from fastcore.all import *
@@ -18,8 +18,8 @@ from .evaluate import *
 from .export import CONFIG, save_model, read_config, load_weights
 
 # %% auto #0
-__all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'saved_or_trained', 'run_seeds',
-           'compare', 'mean_std', 'ResultsWriter', 'published_results']
+__all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'member_learner',
+           'saved_or_trained', 'run_seeds', 'compare', 'mean_std', 'ResultsWriter', 'published_results']
 
 # %% ../nbs/07_experiments.ipynb #ffd7880f
 def _scores(prefix:str, scores:dict) -> dict:
@@ -39,7 +39,7 @@ def protocol_learner(source:str|Path|pd.DataFrame=None, # Data; None means `$XRA
                               **kwargs)
 
 def threshold_and_evaluate(learn:Learner, # A trained classifier from `xray_learner`
-                           threshold:str=DEFAULTS.threshold, # How the binary threshold is chosen on validation: 'youden' or 'sensitivity'
+                           threshold:str=DEFAULTS.threshold, # The binary decision rule, one of `THRESHOLD_METHODS`: 'argmax' or a threshold chosen on validation
                            sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                            folder:str|Path=None, # Write the test report (figures, JSON) here
                           ) -> dict: # Threshold, validation and test scores
@@ -59,7 +59,7 @@ def fit_and_evaluate(learn:Learner, # A classifier from `xray_learner` (or `prot
                      epochs:int=DEFAULTS.epochs, # Training epochs
                      lr:float=DEFAULTS.lr, # Peak learning rate
                      schedule:str=DEFAULTS.schedule, # 'one_cycle' or 'plateau'
-                     threshold:str=DEFAULTS.threshold, # How the binary threshold is chosen on validation: 'youden' or 'sensitivity'
+                     threshold:str=DEFAULTS.threshold, # The binary decision rule, one of `THRESHOLD_METHODS`: 'argmax' or a threshold chosen on validation
                      sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                      folder:str|Path=None, # Write the test report (figures, JSON) here
                     ) -> dict: # Training time, threshold, validation and test scores
@@ -100,6 +100,16 @@ def train_classifier(source:str|Path|pd.DataFrame=None, # Data; None means `$XRA
     rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=folder)
     extra = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, tuple))}
     return learn, {**s.record(), **extra, **rec}
+
+def member_learner(dls:DataLoaders, # The run's data (and validation split), shared by every member
+                   settings:TrainSettings, # The run's settings; member `i` differs in its seed only
+                   i:int, # The member's index: its initial weights and shuffling come from `settings.seed + i`
+                   learner_kwargs:dict=None, # Passed to `xray_learner` (e.g. `cbs`)
+                  ) -> Learner:
+    "Member `i` of an ensemble: the run's data and validation split, its own initial weights and shuffling (seed + i)"
+    set_seed(settings.seed + i)
+    dls.train.rng = random.Random(settings.seed + i)  # the shuffling's own generator, drawn once when the data was made
+    return xray_learner(dls, settings.arch, **{'fast_precision': settings.fast_precision, **(learner_kwargs or {})})
 
 # %% ../nbs/07_experiments.ipynb #7e852995
 @delegates(train_classifier, but=['folder'])

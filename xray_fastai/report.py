@@ -236,35 +236,67 @@ def plot_training(log:pd.DataFrame, # From `training_log`: one row per epoch
     return fig
 
 # %% ../nbs/14_report.ipynb #1ba48950
+def _ensemble(ctx:SimpleNamespace, task:str, learn, rec:dict, folder:Path) -> dict:
+    "Train members 1 to N-1 beside `learn` (member 0) on its data and split; save the ensemble; the record's scores become the members' averaged ones"
+    import torch
+    from dataclasses import replace
+    from xray_fastai.experiments import fit_and_evaluate, member_learner
+    from xray_fastai.export import save_model, save_ensemble
+    from xray_fastai.learner import EpochLines, pick_threshold
+    from xray_fastai.evaluate import evaluate_probs
+    s = replace(DEFAULTS, task=task, arch=ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, **({'epochs': ctx.epochs} if ctx.epochs else {}))
+    tdl = learn.dls.test_split_dl()
+    preds = [(learn.get_preds(dl=learn.dls.valid), learn.get_preds(dl=tdl))]
+    members = [dict(seed=s.seed, test_accuracy=rec['test_accuracy'])]
+    for i in range(1, ctx.ensemble):
+        m = member_learner(learn.dls, s, i, dict(cbs=[EpochLines(ctx.write, f'{task} member {i+1}/{ctx.ensemble}')]))
+        r = fit_and_evaluate(m, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity)
+        save_model(m, folder/f'member{i}', training=dict(train_s=r['train_s'], report=True, member=i))
+        preds.append((m.get_preds(dl=learn.dls.valid), m.get_preds(dl=tdl)))
+        members.append(dict(seed=s.seed + i, test_accuracy=r['test_accuracy'])); rec['train_s'] += r['train_s']
+    (vp, vt), (tp, tt) = [(torch.stack([p[k][0] for p in preds]).mean(0), preds[0][k][1]) for k in (0, 1)]
+    thr = pick_threshold(vp[:, 1], vt, s.threshold, s.sensitivity) if task == 'binary' else None
+    save_ensemble(folder, [f'member{i}' for i in range(ctx.ensemble)], thr, training=dict(report=True, train_s=rec['train_s']))
+    valid, test = evaluate_probs(vp, vt, rec['vocab'], thr), evaluate_probs(tp, tt, rec['vocab'], thr, folder)
+    keep = lambda d: {k: v for k, v in d.items() if k != 'confusion'}
+    rec.update(threshold=thr, members=members, **{f'test_{k}': v for k, v in keep(test['argmax']).items()},
+               **{f'valid_{k}': v for k, v in keep(valid.get('threshold', valid['argmax'])).items()},
+               test_confusion=test['argmax']['confusion'], test_thr_confusion=test['threshold']['confusion'] if thr is not None else None)
+    if thr is not None: rec.update({f'test_thr_{k}': v for k, v in keep(test['threshold']).items() if k not in ('n', 'roc_auc')})
+    return rec
+
 def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
                      task:str, # 'binary' or 'multiclass'
                     ) -> dict:
-    "Task 1a or 1b: train with `train_classifier`, save the model for `predict`, record scores and figures"
+    "Task 1a or 1b: train with `train_classifier` (an ensemble's other members with `member_learner`), save the model for `predict`, record scores and figures"
     from xray_fastai.experiments import train_classifier
     from xray_fastai.export import save_model
     from xray_fastai.learner import model_record, EpochLines
     folder = ctx.out/task
+    single = folder if ctx.ensemble == 1 else folder/'member0'
     epochs = dict(epochs=ctx.epochs) if ctx.epochs else {}
-    learn, rec = train_classifier(ctx.items, task, ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, folder=folder,
-                                  learner_kwargs=dict(cbs=[EpochLines(ctx.write, task)]), **epochs)
+    label = task if ctx.ensemble == 1 else f'{task} member 1/{ctx.ensemble}'
+    learn, rec = train_classifier(ctx.items, task, ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, folder=single,
+                                  learner_kwargs=dict(cbs=[EpochLines(ctx.write, label)]), **epochs)
     ctx.learners[task] = learn
-    save_model(learn, folder, training=dict(train_s=rec['train_s'], report=True))
+    save_model(learn, single, training=dict(train_s=rec['train_s'], report=True))
     log = model_record(learn).training_log
-    figs = [_save_fig(plot_training(log, f'{task}: training'), ctx.out, f'{task}-training')]
-    for f in ('confusion', 'roc'):
-        shutil.copyfile(folder/f'{f}.png', ctx.out/'figures'/f'{task}-{f}.png'); figs.append(f'figures/{task}-{f}.png')
     rep = model_record(learn).test_report
     rec.update(vocab=list(learn.dls.vocab), test_confusion=rep['argmax']['confusion'], history=log.to_dict('records'),
                n_train=len(learn.dls.train.items), n_valid=len(learn.dls.valid.items),
                test_thr_confusion=rep['threshold']['confusion'] if 'threshold' in rep else None)
+    if ctx.ensemble > 1: rec = _ensemble(ctx, task, learn, rec, folder)
+    figs = [_save_fig(plot_training(log, f'{task}: training' + (' (member 1)' if ctx.ensemble > 1 else '')), ctx.out, f'{task}-training')]
+    for f in ('confusion', 'roc'):
+        shutil.copyfile(folder/f'{f}.png', ctx.out/'figures'/f'{task}-{f}.png'); figs.append(f'figures/{task}-{f}.png')
     return dict(record=rec, figures=figs)
 
 def trained_classifier(ctx:SimpleNamespace, task:str):
-    "The learner of a finished classifier stage: from this run, or rebuilt from its saved model (a resumed report)"
+    "The learner of a finished classifier stage (member 1 of an ensemble): from this run, or rebuilt from its saved model (a resumed report)"
     if task not in ctx.learners:
         from xray_fastai.experiments import saved_or_trained
-        ctx.learners[task] = saved_or_trained(ctx.out/task, source=ctx.items, task=task, arch=ctx.arch, seed=ctx.seed,
-                                              size=ctx.size, bs=ctx.bs)[0]
+        ctx.learners[task] = saved_or_trained(ctx.out/task/('member0' if ctx.ensemble > 1 else ''), source=ctx.items, task=task,
+                                              arch=ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs)[0]
     return ctx.learners[task]
 
 # %% ../nbs/14_report.ipynb #d8e18232
@@ -357,12 +389,30 @@ def explain_stage(ctx:SimpleNamespace) -> dict:
     shown = dict(right=int(min(4, right.sum())), wrong=int(min(4, (~right).sum())))
     return dict(record=dict(pointing_game=res, gradcam_images=shown), figures=figs)
 
+def _adapted(ctx:SimpleNamespace, task:str) -> dict:
+    "The saved classifier (or ensemble) adapted to the unlabeled test images (`shift.adapted`, transductive) and its test scores, or why it refused"
+    import torch
+    from xray_fastai.data import load_xray, XrayDataError
+    from xray_fastai.export import load_model
+    from xray_fastai.shift import adapted
+    from xray_fastai.evaluate import classification_scores
+    pred = load_model(ctx.out/task)
+    test = ctx.items[ctx.items['split'] == 'test']
+    imgs = np.stack([load_xray(p, pred.size) for p in test['path']])
+    try: site = adapted(pred, imgs)
+    except XrayDataError as e: return dict(refused=' '.join(str(e).split()), n_images=len(imgs))
+    probs = torch.cat([site.probs(imgs[i:i+64]) for i in range(0, len(imgs), 64)])
+    y = test[task].map({c: i for i, c in enumerate(pred.vocab)}).to_numpy()
+    scores = classification_scores(probs, y, site.threshold if task == 'binary' else None)
+    return dict(n_images=len(imgs), **{k: v for k, v in scores.items() if k != 'confusion'})
+
 def shift_stage(ctx:SimpleNamespace) -> dict:
-    "The test shift: how well a label-free linear model tells test images from the training folder's (`domain_classifier`), overall and within each class"
+    "The test shift: how well a label-free linear model tells test images from the training folder's (`domain_classifier`); with `--adapt`, both classifiers adapted to the unlabeled test images, scored apart (transductive)"
     from xray_fastai.shift import domain_classifier
     r = domain_classifier(ctx.items)
-    return dict(record=dict(domain_auc=r['auc'], **{f'domain_auc_{c}': r[f'auc_{c}'] for c in ('NORMAL', 'PNEUMONIA') if f'auc_{c}' in r}),
-                figures=[])
+    rec = dict(domain_auc=r['auc'], **{f'domain_auc_{c}': r[f'auc_{c}'] for c in ('NORMAL', 'PNEUMONIA') if f'auc_{c}' in r})
+    if ctx.adapt: rec['adapted'] = {task: _adapted(ctx, task) for task in ('binary', 'multiclass')}
+    return dict(record=rec, figures=[])
 
 # %% ../nbs/14_report.ipynb #1561f7ed
 _APPROACH = {
@@ -384,6 +434,10 @@ _APPROACH = {
                "memory of healthy patch features (PatchCore-style, its last two stages). Each score's threshold is the 95th "
                "percentile of the validation normals' scores; the validation AUROC (held-out training patients, healthy "
                "and sick) picks the score; the test split is scored once (`anomaly_results`).",
+    'adapt': "`--adapt`: each classifier (every member of an ensemble) with its batch-norm statistics re-estimated on the "
+             "unlabeled test images (`shift.adapted`: exact, layer by layer; refused on mostly one class), then scored on them. "
+             "It looked at the test images, so these rows are transductive: they show what adapting to a new site's own "
+             "images gives, and say nothing about how the trained model generalises.",
     'shift': "The test folder was collected apart from the training folder. A linear model on label-free image features "
              "(a 32 px thumbnail and an intensity histogram, `domain_classifier`) is trained to tell the two apart, "
              "patients kept within one fold: an AUC of 0.5 means the collections look alike, 1.0 that every image "
@@ -449,6 +503,15 @@ def report_doc(info:dict, # Settings and facts of the run
     doc.h('The test shift').h('Approach', 3).p(_APPROACH['shift'])
     doc.h('Results', 3).table(_table({'domain AUC': {'all images': sh['domain_auc'], **{f'{c} only': sh.get(f'domain_auc_{c}')
                                                      for c in ('NORMAL', 'PNEUMONIA')}}}, 'test vs training folder'))
+    if 'adapted' in sh:
+        rows = {f"{t}, as trained": {k: res[t]['record'].get(f'test_{k}') for k in ('accuracy', 'balanced_accuracy', 'roc_auc')}
+                for t in ('binary', 'multiclass')}
+        rows.update({f"{t}, adapted to the test images (transductive)": {k: a.get(k) for k in ('accuracy', 'balanced_accuracy', 'roc_auc')}
+                     for t, a in sh['adapted'].items()})
+        doc.h('Adapted to the test images: transductive, not comparable with the rows above', 3).p(_APPROACH['adapt'])
+        doc.table(_table(rows, 'classifier').T.rename_axis('test split (argmax)'))
+        for t, a in sh['adapted'].items():
+            if 'refused' in a: doc.p(f"{t}: not adapted: {a['refused']}")
     doc.h('Discussion', 3).p(discuss_shift(sh, res['binary']['record']))
     e = res['embeddings']['record']
     doc.h('2. Embeddings: kNN against the head').h('Approach', 3).p(_APPROACH['embeddings'].format(map_points=MAP_POINTS))
@@ -538,7 +601,8 @@ def finished_stage(out:Path, name:str) -> dict|None:
     fn = out/'stages'/f'{name}.json'
     if not fn.exists(): return None
     res = json.loads(fn.read_text())
-    files = res['figures'] + ([f'{name}/config.json', f'{name}/model.safetensors'] if name in ('binary', 'multiclass') else [])
+    members = [f'member{i}/' for i in range(len(res['record'].get('members', [])))] or ['']  # an ensemble's, or the one model's
+    files = res['figures'] + ([f'{name}/config.json', *(f'{name}/{m}model.safetensors' for m in members)] if name in ('binary', 'multiclass') else [])
     return res if all((out/f).exists() for f in files) else None
 
 # %% ../nbs/14_report.ipynb #663e29a3
@@ -561,6 +625,8 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
            n:int=None, # Use at most this many images of each class in each split, drawn at random (a quicker, rougher report)
            arch:str='vgg', # Architecture of the classifiers: vgg, a fastai xresnet or a timm model name
            seed:int=0, # Random seed for the draw, the splits and the initial weights
+           ensemble:int=1, # Train each classifier as an ensemble of this many members (seeds seed, seed+1, ...), averaging their probabilities
+           adapt:bool=False, # Also score both classifiers adapted to the unlabeled test images, in rows of their own (transductive)
            overwrite:bool=False, # Write into --out even if it holds a report
            resume:bool=False, # Continue the interrupted report in --out, keeping its finished stages; needs the same options
           ) -> dict: # The report folder and metrics.json's contents
@@ -574,8 +640,11 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     typed = [getattr(sys.modules.get(m), '_command', None) for m in ('xray_fastai.cli', '__main__')]
     command = next((c for c in typed if c and c.startswith('xray-fastai report')), f"report(data={data!r}, ...) from Python")
     for name, v, lo in (('size', size, 16), ('epochs', epochs, 1), ('ae-epochs', ae_epochs, 1), ('opacity-epochs', opacity_epochs, 1),
-                        ('anomaly-size', anomaly_size, 16), ('bs', bs, 2), ('n', n, 8), ('seed', seed, 0)):
+                        ('anomaly-size', anomaly_size, 16), ('ensemble', ensemble, 1), ('bs', bs, 2), ('n', n, 8), ('seed', seed, 0)):
         if v is not None and v < lo: raise CliError(f"--{name} must be at least {lo}, not {v}")
+    if ensemble > 1:
+        from xray_fastai.export import MAX_MEMBERS
+        if ensemble > MAX_MEMBERS: raise CliError(f"--ensemble must be at most {MAX_MEMBERS}, not {ensemble}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted report")
     cli._check_arch(arch)
     phantoms = data is None and not os.environ.get('XRAY_DATA')
@@ -587,7 +656,7 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     settings = dict(data='the built-in phantoms' if phantoms else str(source), preset='full' if full else 'phantoms' if phantoms else 'data',
                     size=size or preset['size'], epochs=epochs or preset['epochs'], ae_epochs=ae_epochs or preset['ae_epochs'],
                     opacity_epochs=opacity_epochs or preset['opacity_epochs'], anomaly_size=anomaly_size or preset['anomaly_size'],
-                    bs=bs or preset['bs'], n=n, arch=arch, seed=seed)
+                    bs=bs or preset['bs'], n=n, arch=arch, seed=seed, ensemble=ensemble, adapt=adapt)
     if resume and json.loads((out/SETTINGS).read_text()) != settings:
         raise CliError(f"{out} holds a report made with other options ({json.loads((out/SETTINGS).read_text())}); "
                        "resume it with the same options, or pass --overwrite")
