@@ -126,8 +126,9 @@ def discuss_binary(rec:dict, # From `train_classifier`: binary, with a test spli
     side = (f"{gap}: it calls pneumonia too readily (healthy lungs flagged)" if sens - spec > noise['sens_minus_spec'] else
             f"{gap}: it misses pneumonia more often than it flags healthy lungs" if spec - sens > noise['sens_minus_spec'] else
             f"alike within the {100*noise['sens_minus_spec']:.1f} points the gap moves from seed to seed")
-    out = [f"At its decision threshold ({rec['threshold']:.3f}, chosen on validation) it finds {sens:.1%} of the pneumonias "
-           f"and clears {spec:.1%} of the healthy lungs: {side}."]
+    rule = ("At the argmax (the more probable class)" if rec.get('threshold_method') == 'argmax' else
+            f"At its decision threshold ({rec['threshold']:.3f}, chosen on validation by `{rec.get('threshold_method')}`)")
+    out = [f"{rule} it finds {sens:.1%} of the pneumonias and clears {spec:.1%} of the healthy lungs: {side}."]
     v, t = rec['valid_accuracy'], rec['test_thr_accuracy']
     out.append(f"Validation accuracy {v:.3f}, test accuracy {t:.3f}: "
                + (f"{_pts(v, t)} lower on test, more than the {100*noise['test_accuracy']:.1f} points test accuracy moves from "
