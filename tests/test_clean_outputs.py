@@ -94,3 +94,8 @@ def test_home_folders_become_tilde():
     "A cache under a home folder reads as ~/.cache/..., a checkout under /work/ as a relative path"
     assert clean_text('Image cache: /root/.cache/xray_fastai/t.npy\n') == 'Image cache: ~/.cache/xray_fastai/t.npy\n'
     assert clean_text('/home/ann/data/x.png /work/main/nbs\n') == '~/data/x.png main/nbs\n'
+
+def test_hardware_lines_go():
+    "`core.hardware()`'s line names the machine a notebook happened to run on: readers see where, not which"
+    hw = 'CPU Intel(R) Xeon(R) Processor, 2 cores, 2 torch threads; Python 3.11.7, torch 2.14.1+cu130, fastai 2.8.12, xray_fastai 0.0.1, Linux 6.18.44-fc-v1300'
+    assert clean_text(f'3 s of training (6 s in all) on {hw}.\nnext line\n') == '3 s of training (6 s in all) on the machine it ran on.\nnext line\n'
