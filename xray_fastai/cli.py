@@ -409,7 +409,7 @@ _USER_OS_ERRORS = {errno.ENOSPC: _space, errno.EDQUOT: _space, errno.EACCES: "ch
 
 def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` by default
         ) -> int: # Exit status
-    "The `xray-fastai` console command: `train` or `predict`, then that command's options"
+    "The `xray-fastai` console command: one of `COMMANDS` (train, predict, adapt, report), then that command's options"
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage(), file=sys.stdout if argv else sys.stderr); return 0 if argv else 2
