@@ -21,7 +21,6 @@ from fastprogress.fastprogress import progress_bar
 from torch.utils.data import DataLoader
 from .models import last_conv_layer, model_body, model_head, body_stages, eval_mode
 from .phantoms import lesion_mask
-from .learner import phantom_learner
 
 # %% auto #0
 __all__ = ['BaseCAM', 'GradCAM', 'GradCAMPlusPlus', 'CAM', 'n_hooks', 'show_cam', 'cam_grid', 'phantom_batch', 'localisation',
