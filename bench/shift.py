@@ -18,7 +18,7 @@ import numpy as np, pandas as pd
 from fastcore.script import call_parse
 from fastai.basics import defaults
 from fastai.callback.progress import ProgressCallback
-from xray_fastai.evaluate import classification_scores
+from xray_fastai.evaluate import classification_scores, per_class_recall
 from xray_fastai.learner import pick_threshold
 from xray_fastai.experiments import train_classifier, mean_std, ResultsWriter
 from xray_fastai.shift import LEVERS, lever_settings, adapt_bn, em_prior, prior_corrected, expected_calibration_error, fit_temperature, with_temperature
@@ -34,9 +34,7 @@ TWO_CLASS_LEVERS = ('test_share', 'batch_stats_norm')  # a PNEUMONIA share; one-
 def class_scores(probs, targets, thr=None) -> dict:
     "`classification_scores`, with each class's recall when there are three classes"
     r = classification_scores(probs, targets, thr)
-    if probs.shape[1] == 3:
-        cm = np.array(r['confusion'])
-        r.update({f'recall_{c}': cm[i, i] / max(cm[i].sum(), 1) for i, c in enumerate(('NORMAL', 'BACTERIA', 'VIRUS'))})
+    if probs.shape[1] == 3: r.update({f'recall_{c}': v for c, v in zip(('NORMAL', 'BACTERIA', 'VIRUS'), per_class_recall(probs, targets))})
     return r
 
 def scores(valid:tuple, test:tuple, thr:float=None) -> dict:

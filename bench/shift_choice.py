@@ -15,6 +15,7 @@ import numpy as np, pandas as pd
 from fastcore.script import call_parse
 from xray_fastai.data import xray_source, xray_items, xray_dataloaders
 from xray_fastai.experiments import ResultsWriter
+from xray_fastai.evaluate import balanced_accuracy
 from xray_fastai.shift import LEVERS, domain_classifier, importance_weights, choose_lever
 
 @call_parse
@@ -44,7 +45,7 @@ def main(name:str='shift_levers_cpu64', # A study of bench/shift.py under bench/
             pred = (p[:, 0] >= 0.5).astype(int) if pcols == ['p'] else p.argmax(1)
             ok = pred == targets
             rows.append(dict(variant=variant, seed=int(seed), valid_accuracy=ok.mean(),
-                             valid_balanced_accuracy=np.mean([ok[targets == c].mean() for c in np.unique(targets)]),
+                             valid_balanced_accuracy=balanced_accuracy(pred, targets),
                              valid_weighted_accuracy=np.average(ok, weights=w[paths].values)))
     ch = writer.add(pd.DataFrame(rows).merge(runs[['variant', 'seed', 'kind', 'valid_roc_auc', 'test_accuracy']], on=['variant', 'seed']))
     a, b, c = (choose_lever(ch, score=k) for k in ('valid_roc_auc', 'valid_weighted_accuracy', 'valid_balanced_accuracy'))

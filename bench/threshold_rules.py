@@ -16,6 +16,7 @@ from fastcore.script import call_parse
 from xray_fastai.data import xray_source, xray_items, patient_split
 from xray_fastai.experiments import ResultsWriter, mean_std
 from xray_fastai.learner import pick_threshold
+from xray_fastai.evaluate import per_class_recall, balanced_accuracy
 
 RECIPES = {'base': 'unbalanced', 'weighted': 'class-weighted', 'undersample': 'undersampled'}  # the studies' inductive recipes
 CANDIDATES = ('argmax', 'youden', 'plateau', 'bootstrap')  # in the protocol's order of simplicity
@@ -23,9 +24,9 @@ RULES = CANDIDATES + ('sensitivity',)  # 'sensitivity' is reported, not a candid
 
 def scores(thr:float, p:np.ndarray, t:np.ndarray) -> dict:
     "Accuracy, balanced accuracy, sensitivity and specificity of calling PNEUMONIA when p >= thr"
-    pred = p >= thr
-    sens, spec = pred[t == 1].mean(), (~pred[t == 0]).mean()
-    return dict(accuracy=(pred == t).mean(), balanced_accuracy=(sens + spec) / 2, sensitivity=sens, specificity=spec)
+    pred = (p >= thr).astype(int)
+    spec, sens = per_class_recall(pred, t, n_classes=2)
+    return dict(accuracy=(pred == t).mean(), balanced_accuracy=balanced_accuracy(pred, t), sensitivity=sens, specificity=spec)
 
 class Patients:
     "A run's validation images grouped by patient, for resampling and halving whole patients"

@@ -21,14 +21,14 @@ from .phantoms import cache_dir
 from .core import *
 from .data import *
 from .models import embedding_layer, body_stages, eval_mode
-from .evaluate import classification_scores, plot_confusion
+from .evaluate import classification_scores, plot_confusion, f1_macro, confusion_decisions
 
 # %% auto #0
 __all__ = ['EMBEDDINGS_VERSION', 'KNN_WIDE_KS', 'KNN_PROCEDURES', 'KNN_SCORES', 'resolve_layer', 'pool_features',
            'extract_features', 'Embeddings', 'model_hash', 'split_dl', 'get_layer_embeddings', 'get_embeddings',
            'fit_knn', 'knn_probs', 'knn_vs_head', 'plot_knn_vs_head', 'augmented_embeddings', 'choose_knn',
-           'crossfit_accuracy', 'macro_f1', 'knn_procedures_vs_head', 'knn_procedures_table', 'embedding_map',
-           'map_quality', 'plot_map', 'nearest_images', 'show_neighbours', 'layer_knn', 'plot_layer_knn']
+           'crossfit_accuracy', 'knn_procedures_vs_head', 'knn_procedures_table', 'embedding_map', 'map_quality',
+           'plot_map', 'nearest_images', 'show_neighbours', 'layer_knn', 'plot_layer_knn']
 
 # %% ../nbs/09_embeddings.ipynb #272ef13a
 def resolve_layer(model:nn.Module, # A model, usually an `xray_model`
@@ -280,14 +280,10 @@ KNN_PROCEDURES = {
 }
 KNN_SCORES = ('accuracy', 'roc_auc', 'balanced_accuracy', 'f1_macro')  # the test scores of each classifier
 
-def macro_f1(confusion:list # Confusion matrix, rows = true classes
-            ) -> float:
-    "Unweighted mean over classes of F1 (0 for a class never true nor predicted), from a confusion matrix"
-    c = np.asarray(confusion, float); tp = np.diag(c)
-    return float(np.mean(2*tp / np.maximum(c.sum(0) + c.sum(1), 1)))
-
 def _test_scores(prefix:str, s:dict) -> dict:
-    return {f'{prefix}_{k}': macro_f1(s['confusion']) if k == 'f1_macro' else s[k] for k in KNN_SCORES}
+    "`KNN_SCORES` of a `classification_scores` dict; macro F1 from its confusion matrix, for two classes too"
+    cm = s['confusion']
+    return {f'{prefix}_{k}': f1_macro(*confusion_decisions(cm), n_classes=len(cm)) if k == 'f1_macro' else s[k] for k in KNN_SCORES}
 
 def _procedure_embeddings(learn:Learner, procedures:dict, n_views:int, progress:bool, **kwargs) -> dict:
     "{set: {layer name: `Embeddings`}} of the body's last two stages and the embedding layer; 'views' for the layers a 'views' memory uses"

@@ -16,16 +16,56 @@ from .core import *
 from .data import *
 
 # %% auto #0
-__all__ = ['decisions', 'classification_scores', 'plot_confusion', 'plot_roc', 'plot_most_confused', 'per_class_table',
-           'evaluate_probs', 'evaluate', 'finite_or_none']
+__all__ = ['decisions', 'per_class_recall', 'balanced_accuracy', 'f1_macro', 'confusion_decisions', 'classification_scores',
+           'plot_confusion', 'plot_roc', 'plot_most_confused', 'per_class_table', 'evaluate_probs', 'evaluate',
+           'finite_or_none']
 
-# %% ../nbs/05_evaluate.ipynb #6bd11813
+# %% ../nbs/05_evaluate.ipynb #dabb1791
 def decisions(probs:np.ndarray, # (n, n_classes) predicted probabilities
               threshold:float=None, # Binary only: PNEUMONIA when its probability >= threshold; argmax if None
              ) -> np.ndarray: # (n,) predicted class indices
     "Predicted classes: the argmax, or a threshold on the positive class's probability for two classes"
     return (probs[:, 1] >= threshold).astype(int) if probs.shape[1] == 2 and threshold is not None else probs.argmax(1)
 
+def _decided(probs_or_preds, targets, threshold:float=None, n_classes:int=None) -> tuple:
+    "(predicted indices, targets, every class index): `decisions` of probabilities, or the given predicted indices"
+    a, targets = np.asarray(probs_or_preds), np.asarray(targets)
+    if a.ndim == 2: return decisions(a.astype(np.float64), threshold), targets, range(a.shape[1])
+    return a.astype(int), targets, range(n_classes or int(max(a.max(initial=0), targets.max(initial=0))) + 1)
+
+def per_class_recall(probs_or_preds:np.ndarray|Tensor, # (n, n_classes) probabilities, or (n,) predicted class indices
+                     targets:np.ndarray|Tensor, # (n,) true class indices
+                     threshold:float=None, # Two-class probabilities only: PNEUMONIA when its probability >= threshold; argmax if None
+                     n_classes:int=None, # With predicted indices: how many classes (the largest index seen + 1 if None)
+                    ) -> np.ndarray: # (n_classes,) recall of each class; 0 for a class with no images
+    "The share of each class's images called that class: specificity, then sensitivity, for two classes"
+    preds, targets, labels = _decided(probs_or_preds, targets, threshold, n_classes)
+    return skm.recall_score(targets, preds, labels=labels, average=None, zero_division=0)
+
+def balanced_accuracy(probs_or_preds:np.ndarray|Tensor, # (n, n_classes) probabilities, or (n,) predicted class indices
+                      targets:np.ndarray|Tensor, # (n,) true class indices
+                      threshold:float=None, # Two-class probabilities only: PNEUMONIA when its probability >= threshold; argmax if None
+                     ) -> float:
+    "The mean recall over the classes present in `targets`"
+    preds, targets, _ = _decided(probs_or_preds, targets, threshold)
+    return float(skm.balanced_accuracy_score(targets, preds))
+
+def f1_macro(probs_or_preds:np.ndarray|Tensor, # (n, n_classes) probabilities, or (n,) predicted class indices
+             targets:np.ndarray|Tensor, # (n,) true class indices
+             threshold:float=None, # Two-class probabilities only: PNEUMONIA when its probability >= threshold; argmax if None
+             n_classes:int=None, # With predicted indices: how many classes (the largest index seen + 1 if None)
+            ) -> float:
+    "Unweighted mean of each class's F1 over every class, 0 for a class never true nor predicted (`classification_scores` leaves such a class out)"
+    preds, targets, labels = _decided(probs_or_preds, targets, threshold, n_classes)
+    return float(skm.f1_score(targets, preds, labels=labels, average='macro', zero_division=0))
+
+def confusion_decisions(confusion:list, # Confusion matrix, rows = true classes
+                       ) -> tuple: # (predicted class indices, true class indices)
+    "The predictions a confusion matrix counts, to score a stored matrix with the functions above"
+    c = np.asarray(confusion, int); k = np.arange(len(c))
+    return np.repeat(np.tile(k, len(c)), c.ravel()), np.repeat(k, c.sum(1))
+
+# %% ../nbs/05_evaluate.ipynb #6bd11813
 def classification_scores(probs:np.ndarray|Tensor, # (n, n_classes) predicted probabilities
                           targets:np.ndarray|Tensor, # (n,) true class indices
                           threshold:float=None, # Binary only: predict PNEUMONIA when its probability >= threshold; argmax if None
@@ -35,11 +75,10 @@ def classification_scores(probs:np.ndarray|Tensor, # (n, n_classes) predicted pr
     binary = probs.shape[1] == 2
     preds = decisions(probs, threshold)
     res = dict(n=len(targets), accuracy=skm.accuracy_score(targets, preds),
-               balanced_accuracy=skm.balanced_accuracy_score(targets, preds))
+               balanced_accuracy=balanced_accuracy(preds, targets))
     if binary:
         res['roc_auc'] = skm.roc_auc_score(targets, probs[:, 1])
-        res['sensitivity'] = skm.recall_score(targets, preds, pos_label=1, zero_division=0)
-        res['specificity'] = skm.recall_score(targets, preds, pos_label=0, zero_division=0)
+        res['specificity'], res['sensitivity'] = per_class_recall(preds, targets, n_classes=2)
         res['f1'] = skm.f1_score(targets, preds, zero_division=0)
     else:
         res['roc_auc'] = skm.roc_auc_score(targets, probs, multi_class='ovr', average='macro')

@@ -141,9 +141,10 @@ def discuss_multiclass(rec:dict, # From `train_classifier`: multiclass
                        noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
                       ) -> list: # Sentences
     "What the 3-class numbers say: the hardest class, when it stands out from the seed noise, and the most frequent confusion"
+    from xray_fastai.evaluate import per_class_recall, confusion_decisions   # fastai: imported when needed
     noise = noise or seed_noise()
     c = np.array(rec['test_confusion'], float)
-    recall = np.diag(c) / np.maximum(c.sum(1), 1)
+    recall = per_class_recall(*confusion_decisions(c), n_classes=len(c))
     lo, second = np.argsort(recall)[:2]
     hardest = (f"the hardest class is {vocab[lo]}" if _differ(recall[lo], recall[second], noise['class_recall']) else
                f"{vocab[lo]} and {vocab[second]} are alike, the lowest two within the seed noise of a class's recall "
