@@ -6,13 +6,14 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #c0092d11
 from __future__ import annotations
-import argparse, contextlib, datetime, difflib, errno, inspect, io, json, math, os, shlex, sys, tempfile, time, warnings
+import argparse, contextlib, datetime, errno, inspect, io, json, math, os, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
 from fastcore.script import anno_parser, CliError
 import xray_fastai
 from .core import *
+from .runs import *
 from .report import report
 
 # %% auto #0
@@ -20,8 +21,6 @@ __all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'ada
 
 # %% ../nbs/08_cli.ipynb #76921f79
 def _choices(*cs) -> dict: return {'choices': list(cs)}
-
-def _fmt(v) -> str: return '–' if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 _SCORES = ['accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'f1', 'f1_macro']
 
@@ -41,12 +40,6 @@ def _data_table(dls) -> pd.DataFrame:
     t = items.assign(part=part).groupby(['part', label]).size().unstack(fill_value=0).reindex(columns=TASKS[label], fill_value=0)
     t.loc['train (used)'] = used[~used['is_valid']].groupby(label).size().reindex(t.columns, fill_value=0)
     return t.reindex([r for r in ('train', 'train (used)', 'valid', 'test') if r in t.index])
-
-def _md_table(df:pd.DataFrame) -> str:
-    "A DataFrame as a Markdown table"
-    cols = [df.index.name or ''] + [str(c) for c in df.columns]
-    rows = [[str(i)] + [_fmt(v) for v in r] for i, r in zip(df.index, df.itertuples(index=False))]
-    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in [cols, ['---']*len(cols), *rows])
 
 # %% ../nbs/08_cli.ipynb #3c7bdef1
 def write_summary(folder:Path, # The report folder
@@ -68,11 +61,11 @@ Trained {info['date']} with `{info['command']}`.
 
 {info['data']}
 
-{_md_table(data.rename_axis('images'))}
+{md_table(data.rename_axis('images'))}
 
 ## Settings
 
-{_md_table(settings.rename_axis('setting'))}
+{md_table(settings.rename_axis('setting'))}
 
 ## Training
 
@@ -81,7 +74,7 @@ Epoch by epoch: [training_log.csv](training_log.csv). Model: {info.get('model_fi
 
 ## Scores on the {info['evaluated_on']} split ({metrics['argmax']['n']} images)
 
-{_md_table(scores.rename_axis('score'))}
+{md_table(scores.rename_axis('score'))}
 
 {info['threshold_note']} Per class: [per_class.csv](per_class.csv); all numbers: [metrics.json](metrics.json).
 
@@ -98,37 +91,12 @@ def _run_files() -> tuple:
     return (CONFIG, WEIGHTS, 'summary.md', 'metrics.json', 'per_class.csv', 'training_log.csv', 'confusion.png', 'roc.png',
             'most_confused.png', 'member0')
 
-def _check_arch(arch:str):
-    "Refuse an architecture name that `xray_model` does not know, suggesting close ones, before any data is read"
-    import timm
-    from xray_fastai.models import _xresnets
-    if arch == 'vgg' or arch in _xresnets or timm.is_model(arch): return
-    close = difflib.get_close_matches(arch, ['vgg', *_xresnets, *timm.list_models()], n=3)
-    raise CliError(f"--arch {arch}: unknown architecture; use vgg, a fastai xresnet (xresnet18, xresnet34, ...) or a timm "
-                   f"model name{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
-
 def _interrupted(out:Path) -> bool:
     "Whether `out` holds an interrupted run: a checkpoint, or an ensemble's members without the ensemble's config"
     from xray_fastai.learner import CHECKPOINT
     from xray_fastai.export import CONFIG
     return (out/CHECKPOINT).exists() or any(out.glob(f'member*/{CHECKPOINT}')) or (
         not (out/CONFIG).exists() and any(out.glob(f'member*/{CONFIG}')))
-
-def _check_out(out:Path, overwrite:bool, resume:bool):
-    "Refuse an output folder that is a file, holds a run or files of the user's that training would replace, or is not writable"
-    from xray_fastai.export import CONFIG
-    if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for the model and the report")
-    if (out/CONFIG).exists() and not overwrite: raise CliError(f"{out} already holds a model; choose another --out or pass --overwrite")
-    if resume and not _interrupted(out): raise CliError(f"{out} holds no checkpoint of an interrupted run to resume")
-    if _interrupted(out) and not (resume or overwrite):
-        raise CliError(f"{out} holds an interrupted run; pass --resume to continue it, or --overwrite to start afresh")
-    foreign = [f for f in _run_files() if (out/f).exists()]
-    if foreign and not (overwrite or resume or (out/CONFIG).exists()):  # not a run of ours: the user's own files
-        raise CliError(f"{out} holds {', '.join(foreign)}, which training would replace; choose another --out or pass --overwrite")
-    try:  # now, not after an epoch of training
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
 
 def _ensemble_report(out:Path, vocab:list, vp, vt, tp, tt, s:TrainSettings) -> tuple:
     "The ensemble's threshold on the averaged validation probabilities and its scores on the averaged test ones, with the report's files"
@@ -192,9 +160,9 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           ensemble:int=1, # Train this many models (seed, seed+1, ...: other initial weights and shuffling, same data and validation split) and average their probabilities
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
-    from xray_fastai.export import MAX_SIZE, MAX_MEMBERS
+    from xray_fastai.export import MAX_SIZE, MAX_MEMBERS, CONFIG
     start = time.perf_counter()
-    command = _command if _command and _command.startswith('xray-fastai train') else f"train(data={data!r}, ...) from Python"
+    command = current_command('train', f"train(data={data!r}, ...) from Python")
     for name, v, lo, hi in (('epochs', epochs, 1, math.inf), ('size', size, 16, MAX_SIZE), ('bs', bs, 2, math.inf),
                             ('seed', seed, 0, 2**32 - 1)):  # numpy's seeds
         if v < lo: raise CliError(f"--{name} must be at least {lo}, not {v}")
@@ -204,7 +172,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     if threshold == 'sensitivity' and not 0 < sensitivity <= 1: raise CliError(f"--sensitivity must be in (0, 1], not {sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
     if not 1 <= ensemble <= MAX_MEMBERS: raise CliError(f"--ensemble must be between 1 and {MAX_MEMBERS} models, not {ensemble}")
-    _check_arch(arch)
+    check_arch(arch)
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
     from xray_fastai.experiments import protocol_learner, fit_and_evaluate
     from xray_fastai.data import xray_source, data_record
@@ -213,7 +181,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
                              fast_precision)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     out = Path(out or f"runs/{task}-{arch}-{stamp}")
-    _check_out(out, overwrite, resume)
+    check_run_folder(out, 'train', _run_files(), (out/CONFIG).exists(), _interrupted(out), overwrite, resume)
     try: source = xray_source(data)
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
     data_desc = 'the built-in phantoms' if data is None and not os.environ.get('XRAY_DATA') else str(source)
@@ -240,8 +208,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
             rec = dict(train_s=train_s, threshold=thr, ensemble=ensemble,
                        **{f'test_{k}': v for k, v in metrics['argmax'].items() if k not in ('confusion', 'threshold')})
     except KeyboardInterrupt:
-        again = command if command.endswith(' --resume') else f"{command} --resume"
-        if _interrupted(out): print(f"\nInterrupted; to continue from the last finished epoch: {again}", file=sys.stderr)
+        if _interrupted(out): print(f"\nInterrupted; to continue from the last finished epoch: {resume_command(command)}", file=sys.stderr)
         raise
     atomic_write(out/'training_log.csv', lambda tmp: log.to_csv(tmp, index=False))
     info['train_seconds'] = round(train_s, 1)
@@ -402,7 +369,6 @@ def _load_library() -> type:
         import xray_fastai.learner, xray_fastai.export
     return XrayDataError
 
-_command = None  # the command line being run, for the report
 _space = "free some space, or write elsewhere (--out, XRAY_CACHE)"
 _USER_OS_ERRORS = {errno.ENOSPC: _space, errno.EDQUOT: _space, errno.EACCES: "check the file's permissions",
                    errno.EPERM: "check the file's permissions", errno.EROFS: "write to another file system"}
@@ -418,13 +384,12 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
     if cmd not in COMMANDS:
         print(f"xray-fastai: unknown command {cmd!r}; choose from {', '.join(COMMANDS)} (xray-fastai --help)", file=sys.stderr)
         return 2
-    global _command
-    func, _command = COMMANDS[cmd], 'xray-fastai ' + ' '.join(shlex.quote(a) for a in argv)
+    func = COMMANDS[cmd]
     ns = vars(_parser(func, cmd).parse_args(argv[1:]))  # --help and bad options exit here, before the library loads
     ns.pop('pdb', None); ns.pop('xtra', None)
     XrayDataError = _load_library()
     try:
-        with _plain_progress(): res = _call(func, ns)
+        with command_line(argv), _plain_progress(): res = _call(func, ns)
     except (XrayDataError, CliError, ImportError) as e:  # XrayDataError: also XrayModelError and XrayTrainingError
         print(f"xray-fastai {cmd}: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, even from a fastai callback
         return 2
@@ -435,7 +400,6 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
     except KeyboardInterrupt:
         print(f"xray-fastai {cmd}: interrupted", file=sys.stderr)
         return 130
-    finally: _command = None
     if cmd == 'predict': return 0 if res.error.isna().all() else 1
     return 0
 

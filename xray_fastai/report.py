@@ -12,6 +12,7 @@ import numpy as np, pandas as pd
 from types import SimpleNamespace
 from fastcore.script import CliError
 from .core import DEFAULTS, atomic_write, hardware
+from .runs import check_run_folder, resume_command, current_command, check_arch, md_table
 
 # %% auto #0
 __all__ = ['PRESETS', 'AE_WIDTHS', 'DETECTORS', 'MAP_POINTS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'report_items', 'ReportDoc',
@@ -66,12 +67,11 @@ class ReportDoc:
 
     def markdown(self) -> str:
         "The report in Markdown; figures are links to their files"
-        from xray_fastai.cli import _md_table
         out = [f'# {self.title}']
         for kind, *a in self.blocks:
             if kind == 'h': out.append('#'*a[0] + ' ' + a[1])
             elif kind == 'p': out.append(a[0])
-            elif kind == 'table': out.append(_md_table(a[0]))
+            elif kind == 'table': out.append(md_table(a[0]))
             else: out.append(f'![{a[1]}]({a[0]})\n\n*{a[1]}*')
         return '\n\n'.join(out) + '\n'
 
@@ -579,22 +579,9 @@ def check_report_folder(out:Path, # The report folder
                         overwrite:bool, # Replace what it holds
                         resume:bool, # Continue the interrupted report it holds
                        ):
-    "Refuse a folder that is a file, holds a finished report, or holds files of the user's, unless asked to; check it is writable"
-    ours = (out/SETTINGS).exists()
-    if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for the report")
-    if resume and overwrite: raise CliError("--resume keeps the finished stages and --overwrite discards them: pass one of them")
-    if ours and (out/'report.md').exists() and not overwrite:
-        raise CliError(f"{out} already holds a report; choose another --out or pass --overwrite")
-    if resume and not ours: raise CliError(f"{out} holds no interrupted report to resume")
-    if ours and not (resume or overwrite):
-        raise CliError(f"{out} holds an interrupted report; pass --resume to continue it, or --overwrite to start afresh")
-    foreign = [f for f in REPORT_FILES if (out/f).exists()]
-    if foreign and not (ours or overwrite):
-        raise CliError(f"{out} holds {', '.join(foreign)}, which the report would replace; choose another --out or pass --overwrite")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
+    "`check_run_folder` for a report: a report's settings mark it as ours, its `report.md` as finished"
+    ours, done = (out/SETTINGS).exists(), (out/'report.md').exists()
+    check_run_folder(out, 'report', REPORT_FILES, ours and done, ours and not done, overwrite, resume)
     if overwrite:  # nothing of the old report is reused, nor taken for a finished one
         shutil.rmtree(out/'stages', ignore_errors=True); (out/'report.md').unlink(missing_ok=True)
 
@@ -634,13 +621,10 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
           ) -> dict: # The report folder and metrics.json's contents
     "Run the course's tasks on one data source and write one report folder: report.md, report.html, metrics.json, the two models"
     from fastprogress.fastprogress import master_bar
-    from xray_fastai import cli
     from xray_fastai.data import xray_source
     from xray_fastai.learner import no_progress_bars
     start = time.perf_counter()
-    # the command line `cli.main` is running (in `__main__` under `python -m xray_fastai.cli`)
-    typed = [getattr(sys.modules.get(m), '_command', None) for m in ('xray_fastai.cli', '__main__')]
-    command = next((c for c in typed if c and c.startswith('xray-fastai report')), f"report(data={data!r}, ...) from Python")
+    command = current_command('report', f"report(data={data!r}, ...) from Python")
     for name, v, lo in (('size', size, 16), ('epochs', epochs, 1), ('ae-epochs', ae_epochs, 1), ('opacity-epochs', opacity_epochs, 1),
                         ('anomaly-size', anomaly_size, 16), ('ensemble', ensemble, 1), ('bs', bs, 2), ('n', n, 8), ('seed', seed, 0)):
         if v is not None and v < lo: raise CliError(f"--{name} must be at least {lo}, not {v}")
@@ -648,7 +632,7 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
         from xray_fastai.export import MAX_MEMBERS
         if ensemble > MAX_MEMBERS: raise CliError(f"--ensemble must be at most {MAX_MEMBERS}, not {ensemble}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted report")
-    cli._check_arch(arch)
+    check_arch(arch)
     phantoms = data is None and not os.environ.get('XRAY_DATA')
     preset = PRESETS['full' if full else 'phantoms' if phantoms else 'data']
     out = Path(out or f"reports/report-{datetime.datetime.now():%Y%m%d-%H%M%S}")
@@ -684,8 +668,7 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
                 atomic_write(out/'stages'/f'{name}.json', lambda tmp: Path(tmp).write_text(_json(res[name])))  # a stage is kept as it ends
                 ctx.write(f"  {name}: done in {res[name]['seconds']:.0f} s")
     except KeyboardInterrupt:
-        again = command if command.endswith(' --resume') else f"{command} --resume"
-        print(f"\nInterrupted; the finished stages are kept in {out}/stages. To continue: {again}", file=sys.stderr)
+        print(f"\nInterrupted; the finished stages are kept in {out}/stages. To continue: {resume_command(command)}", file=sys.stderr)
         raise
     info = dict(settings, phantoms=ctx.phantoms, command=command, hardware=hardware(), images=len(items),
                 date=datetime.datetime.now().isoformat(sep=' ', timespec='seconds'), total_seconds=time.perf_counter() - start)
