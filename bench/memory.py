@@ -1,4 +1,4 @@
-"""Peak memory of a command and of the processes it starts (DataLoader workers), for the issue's 4 GiB budget.
+"""Peak memory of a command and of the processes it starts (DataLoader workers), against a 4 GiB budget.
 
 Not a test. Samples the process tree every second (psutil): the sum of RSS counts pages shared between the main
 process and its forked workers once per process, the sum of PSS splits them, so the truth lies near the PSS sum.

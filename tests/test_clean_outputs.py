@@ -99,3 +99,6 @@ def test_hardware_lines_go():
     "`core.hardware()`'s line names the machine a notebook happened to run on: readers see where, not which"
     hw = 'CPU Intel(R) Xeon(R) Processor, 2 cores, 2 torch threads; Python 3.11.7, torch 2.14.1+cu130, fastai 2.8.12, xray_fastai 0.0.1, Linux 6.18.44-fc-v1300'
     assert clean_text(f'3 s of training (6 s in all) on {hw}.\nnext line\n') == '3 s of training (6 s in all) on the machine it ran on.\nnext line\n'
+
+def test_temporary_folders_go():
+    assert clean_text('wrote config.json into /tmp/tmpmjmu5yf_/run\n') == 'wrote config.json into run\n'

@@ -22,7 +22,8 @@ _re_data = re.compile(r'''(?<![\w.~-])(?:/[^\s/:'"<>]+)*/chest_xray(?=[/'"\s)<]|
 _re_work = re.compile(r'(?<![\w.~-])/work/(?=\w)')
 _re_home = re.compile(r'(?<![\w.~-])(?:/home/[^\s/]+/|/Users/[^\s/]+/|/root/)(?=[\w.])')  # a home folder: ~/ (~/.cache/...)
 _re_hardware = re.compile(r'(?:CPU|GPU) [^;\n]*; Python [\d.]+, torch \S+, fastai \S+, xray_fastai \S+, \S+ \S+?(?=\.?\s|\.?$)')  # `core.hardware()`
-_machine_paths = [(_re_site, ''), (_re_data, 'path/to/chest_xray'), (_re_work, ''), (_re_home, '~/'), (_re_hardware, 'the machine it ran on')]
+_re_tmp = re.compile(r'/tmp/tmp\w+/')  # a `tempfile.mkdtemp` folder: the name of what is in it is what a reader needs
+_machine_paths = [(_re_site, ''), (_re_data, 'path/to/chest_xray'), (_re_work, ''), (_re_home, '~/'), (_re_tmp, ''), (_re_hardware, 'the machine it ran on')]
 # what the checks (this tool's and the site's test) call unclean: the hook's pattern, and machine paths
 re_unclean = re.compile(r'\|[█-]{20,}\||\b\w*Warning: |(UserWarning|FutureWarning|RuntimeWarning|site-packages)|\r'
                         r'|/work/|/home/|/Users/|/root/')
