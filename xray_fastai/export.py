@@ -140,6 +140,18 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
     try: return json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e
 
+def _write_config(folder:Path, cfg:dict) -> dict:
+    "Write `cfg` as `folder/config.json` in one step, as strict JSON (tuples become lists, as they are when read back); what was written"
+    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
+    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    return cfg
+
+def _save_one(state:dict, cfg:dict, folder:Path) -> dict:
+    "Write one model's weights, then its config with the weights' SHA-256, into `folder`; the config written"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder/WEIGHTS, lambda fn: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'}))
+    return _write_config(folder, {**cfg, 'weights_sha256': _sha256(folder/WEIGHTS)})
+
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
                folder:str|Path, # Folder to write `model.safetensors` and `config.json` into (created if needed)
                model_kwargs:dict=None, # The `model_kwargs` the model was built with; its `ModelRecord`'s if unset
@@ -153,11 +165,8 @@ def save_model(learn:Learner, # A trained classifier from `xray_learner`
     diff = _state_diff(_shapes(rebuilt.state_dict()), _shapes(state))
     if diff: raise XrayModelError(f"the model is not what xray_model({cfg['arch']!r}, **{cfg['model_kwargs']}) builds ({diff}); "
                                   "pass the model_kwargs it was made with")
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder/WEIGHTS, lambda fn: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'}))
-    cfg['weights_sha256'] = _sha256(folder/WEIGHTS)
-    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
-    return folder
+    _save_one(state, cfg, Path(folder))
+    return Path(folder)
 
 # %% ../nbs/06_export.ipynb #d3a7950c
 def _need(cond:bool, fn:Path, msg:str):
@@ -372,9 +381,7 @@ def save_ensemble(folder:str|Path, # The ensemble's folder: each member already 
                  ) -> Path: # The folder
     "Write the config that makes `folder` an ensemble of its members: `load_model` then averages their probabilities"
     folder = Path(folder)
-    cfg = _ensemble_config(folder, names, [read_config(folder/n) for n in names], threshold, training)
-    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
-    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    _write_config(folder, _ensemble_config(folder, names, [read_config(folder/n) for n in names], threshold, training))
     return folder
 
 def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensemble`
@@ -395,16 +402,6 @@ def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensembl
         models.append(load_weights(sub, c, verify)); cfgs.append(c)
     return Ensemble(models, cfgs, [m['folder'] for m in config['ensemble']]).eval()
 
-def _save_one(model:nn.Module, config:dict, folder:Path, record:dict) -> dict:
-    "Write `model`'s weights with `config` (plus `record`) into `folder`; the config written"
-    folder.mkdir(parents=True, exist_ok=True)
-    state = model_state(model)
-    atomic_write(folder/WEIGHTS, lambda fn: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'}))
-    cfg = {**config, **record, 'weights_sha256': _sha256(folder/WEIGHTS)}
-    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
-    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
-    return cfg
-
 def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its network changed (e.g. `shift.adapted`)
                    folder:str|Path, # A new model folder
                    record:dict=None, # Added to the config (and to every member's): what was changed and how
@@ -413,13 +410,10 @@ def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its netw
     folder, record = Path(folder), record or {}
     if not pred.config.get('format'): raise XrayModelError("only a predictor loaded from a model folder (load_model) can be saved again")
     m = pred.model
-    if not isinstance(m, Ensemble): _save_one(m, pred.config, folder, record); return folder
-    cfgs = [_save_one(mm, c, folder/n, record) for mm, c, n in zip(m.members, m.configs, m.names)]
+    if not isinstance(m, Ensemble): _save_one(model_state(m), {**pred.config, **record}, folder); return folder
+    cfgs = [_save_one(model_state(mm), {**c, **record}, folder/n) for mm, c, n in zip(m.members, m.configs, m.names)]
     keep = {k: v for k, v in pred.config.items() if k not in ('ensemble', 'threshold', 'training')}
-    cfg = {**keep, **_ensemble_config(folder, m.names, cfgs, pred.threshold, pred.config.get('training')), **record}
-    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    _write_config(folder, {**keep, **_ensemble_config(folder, m.names, cfgs, pred.threshold, pred.config.get('training')), **record})
     return folder
 
 def _pickle_predictor(fn:Path, device) -> XrayPredictor:
