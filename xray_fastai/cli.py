@@ -98,21 +98,12 @@ def _interrupted(out:Path) -> bool:
     return (out/CHECKPOINT).exists() or any(out.glob(f'member*/{CHECKPOINT}')) or (
         not (out/CONFIG).exists() and any(out.glob(f'member*/{CONFIG}')))
 
-def _ensemble_report(out:Path, vocab:list, vp, vt, tp, tt, s:TrainSettings) -> tuple:
-    "The ensemble's threshold on the averaged validation probabilities and its scores on the averaged test ones, with the report's files"
-    from xray_fastai.learner import pick_threshold
-    from xray_fastai.evaluate import evaluate_probs
-    thr = pick_threshold(vp[:, 1], vt, s.threshold, s.sensitivity) if len(vocab) == 2 else None
-    return thr, evaluate_probs(tp, tt, vocab, thr, out)
-
 def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dict, info:dict) -> tuple:
     "Train (or, resuming, keep) `n` members into `out/memberI`; the ensemble's training seconds, threshold, scores and log"
-    import torch
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
-    from xray_fastai.experiments import fit_and_evaluate, member_learner
+    from xray_fastai.experiments import fit_and_evaluate, member_learner, ensemble_scores
     from xray_fastai.export import CONFIG, save_model, read_config, load_weights
-    dls, probs, logs, train_s = learn.dls, [], [], 0.
-    has_test = (dls.items['split'] == 'test').any()
+    members, logs, train_s = [], [], 0.
     for i in range(n):
         d, li = out/f'member{i}', learn if i == 0 else member_learner(learn.dls, s, i)
         ckpt = json.loads(json.dumps(run_settings(li, **{**run, 'seed': s.seed + i, 'member': i})))
@@ -131,11 +122,8 @@ def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dic
             save_model(li, d, training={**info, 'seed': s.seed + i, 'member': i, 'train_seconds': round(rec['train_s'], 1),
                                         'run_settings': ckpt, 'history': log.drop(columns='epoch').to_dict('records')})
             (d/CHECKPOINT).unlink(missing_ok=True)
-        logs.append(log.assign(member=i))
-        dl = dls.test_split_dl() if has_test else dls.valid
-        probs.append((*li.get_preds(dl=dls.valid), *li.get_preds(dl=dl)))
-    vp, vt, tp, tt = (torch.stack([p[k] for p in probs]).mean(0) if k % 2 == 0 else probs[0][k] for k in range(4))
-    thr, metrics = _ensemble_report(out, list(dls.vocab), vp, vt, tp, tt, s)
+        logs.append(log.assign(member=i)); members.append(li)
+    thr, _, metrics = ensemble_scores(members, s.threshold, s.sensitivity, out)
     return train_s, thr, metrics, pd.concat(logs, ignore_index=True)
 
 def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms

@@ -19,7 +19,8 @@ from .export import CONFIG, save_model, read_config, load_weights
 
 # %% auto #0
 __all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'member_learner',
-           'saved_or_trained', 'run_seeds', 'compare', 'mean_std', 'ResultsWriter', 'published_results']
+           'ensemble_scores', 'saved_or_trained', 'run_seeds', 'compare', 'mean_std', 'ResultsWriter',
+           'published_results']
 
 # %% ../nbs/07_experiments.ipynb #ffd7880f
 def _scores(prefix:str, scores:dict) -> dict:
@@ -110,6 +111,23 @@ def member_learner(dls:DataLoaders, # The run's data (and validation split), sha
     set_seed(settings.seed + i)
     dls.train.rng = random.Random(settings.seed + i)  # the shuffling's own generator, drawn once when the data was made
     return xray_learner(dls, settings.arch, **{'fast_precision': settings.fast_precision, **(learner_kwargs or {})})
+
+def ensemble_scores(learners:list, # Trained members sharing one `DataLoaders` (see `member_learner`)
+                    threshold:str=DEFAULTS.threshold, # The binary decision rule, chosen on the averaged validation probabilities
+                    sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
+                    folder:str|Path=None, # Write the ensemble's test report (figures, JSON) here
+                   ) -> tuple: # (threshold, validation scores, test scores), each as `evaluate_probs` gives them
+    "The members' probabilities averaged on the validation and test splits (validation when there is none); the ensemble's threshold chosen on the averaged validation ones"
+    dls = learners[0].dls
+    def mean_probs(dl):
+        preds = [l.get_preds(dl=dl) for l in learners]
+        return torch.stack([p for p, _ in preds]).mean(0), preds[0][1]
+    has_test = (data_record(dls).items['split'] == 'test').any()
+    (vp, vt), (tp, tt) = mean_probs(dls.valid), mean_probs(dls.test_split_dl() if has_test else dls.valid)
+    vocab = list(dls.vocab)
+    thr = (pick_threshold(vp[:, 1], vt, threshold, sensitivity, groups=dls.valid.items['patient'].values)
+           if len(vocab) == 2 else None)
+    return thr, evaluate_probs(vp, vt, vocab, thr), evaluate_probs(tp, tt, vocab, thr, folder)
 
 # %% ../nbs/07_experiments.ipynb #7e852995
 @delegates(train_classifier, but=['folder'])

@@ -6,13 +6,13 @@ Docs: https://xray-fastai.github.io/xray_fastai/report.html.md"""
 
 # %% ../nbs/14_report.ipynb #d4dab7a7
 from __future__ import annotations
-import base64, datetime, html, json, os, re, shutil, sys, tempfile, time
+import base64, datetime, functools, html, json, os, re, shutil, sys, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from types import SimpleNamespace
 from fastcore.script import CliError
 from .core import DEFAULTS, atomic_write, hardware
-from .runs import check_run_folder, resume_command, current_command, check_arch, md_table
+from .runs import check_run_folder, resume_command, current_command, check_arch, md_table, table_cell
 
 # %% auto #0
 __all__ = ['PRESETS', 'AE_WIDTHS', 'DETECTORS', 'MAP_POINTS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'report_items', 'ReportDoc',
@@ -52,11 +52,6 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;
           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
           "img{max-width:100%}figcaption{font-size:.9em;color:#555}code{background:#f4f4f4}")
 
-def _cell(v) -> str:
-    "A table value as the report shows it: floats to 3 decimals, integers as integers, a missing value as –"
-    if v is None or (isinstance(v, float) and np.isnan(v)): return '–'
-    return f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)
-
 class ReportDoc:
     "A report as blocks (headings, paragraphs, tables, figures), written as Markdown or as one self-contained HTML page"
     def __init__(self, title:str): self.title, self.blocks = title, []
@@ -83,7 +78,7 @@ class ReportDoc:
         for kind, *a in self.blocks:
             if kind == 'h': out.append(f'<h{a[0]}>{_inline_html(a[1])}</h{a[0]}>')
             elif kind == 'p': out.append(f'<p>{_inline_html(a[0])}</p>')
-            elif kind == 'table': out.append(a[0].map(_cell).to_html(border=0))  # formatted here: pandas would show an int in a float column as 8.000
+            elif kind == 'table': out.append(a[0].map(table_cell).to_html(border=0))  # formatted here: pandas would show an int in a float column as 8.000
             else:
                 data = base64.b64encode((Path(folder)/a[0]).read_bytes()).decode()
                 out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(a[1])}">'
@@ -93,24 +88,22 @@ class ReportDoc:
 # %% ../nbs/14_report.ipynb #626125c1
 def _pts(a:float, b:float) -> str: return f"{100*abs(a - b):.1f} points"
 
-_noise = {}
+@functools.cache
 def seed_noise() -> dict:
     "Seed-to-seed standard deviation of each difference the discussion states, measured over seeds in the published benchmarks"
-    if not _noise:
-        from xray_fastai.experiments import published_results
-        b = pd.read_csv(published_results('recipe_binary_cpu128.csv'))   # the default recipe, 128 px, fresh seeds
-        b = b[b.variant == 'weighted']
-        m = pd.read_csv(published_results('recipe_multiclass_cpu128.csv'))
-        m = m[m.variant == 'weighted']
-        e = pd.read_csv(published_results('embeddings_cpu.csv'))          # kNN (the chapter's procedure) against the head
-        a = pd.read_csv(published_results('anomaly_opacity40_combined_cpu.csv'))
-        x = pd.read_csv(published_results('explain_phantoms_cpu_n3000.csv'))
-        recalls = m[[c for c in m if c.startswith('test_recall_')]].to_numpy()
-        _noise.update(sens_minus_spec=(b.test_sensitivity - b.test_specificity).std(), test_accuracy=b.test_accuracy.std(),
-                      test_roc_auc=b.test_roc_auc.std(), class_recall=float(np.nanmean(recalls.std(0, ddof=1))),
-                      **{f'knn_minus_head_{t}': (g.knn_chapter_accuracy - g.head_accuracy).std() for t, g in e.groupby('task')},
-                      anomaly_auroc=a.groupby('variant').test_auroc.std().mean(), pointing_hit=x.test_hit.std())
-    return _noise
+    from xray_fastai.experiments import published_results
+    b = pd.read_csv(published_results('recipe_binary_cpu128.csv'))   # the default recipe, 128 px, fresh seeds
+    b = b[b.variant == 'weighted']
+    m = pd.read_csv(published_results('recipe_multiclass_cpu128.csv'))
+    m = m[m.variant == 'weighted']
+    e = pd.read_csv(published_results('embeddings_cpu.csv'))          # kNN (the chapter's procedure) against the head
+    a = pd.read_csv(published_results('anomaly_opacity40_combined_cpu.csv'))
+    x = pd.read_csv(published_results('explain_phantoms_cpu_n3000.csv'))
+    recalls = m[[c for c in m if c.startswith('test_recall_')]].to_numpy()
+    return dict(sens_minus_spec=(b.test_sensitivity - b.test_specificity).std(), test_accuracy=b.test_accuracy.std(),
+                test_roc_auc=b.test_roc_auc.std(), class_recall=float(np.nanmean(recalls.std(0, ddof=1))),
+                **{f'knn_minus_head_{t}': (g.knn_chapter_accuracy - g.head_accuracy).std() for t, g in e.groupby('task')},
+                anomaly_auroc=a.groupby('variant').test_auroc.std().mean(), pointing_hit=x.test_hit.std())
 
 def _differ(a:float, b:float, noise:float) -> bool:
     "Whether `a` and `b` differ by more than the seed noise measured for that difference"
@@ -240,26 +233,20 @@ def plot_training(log:pd.DataFrame, # From `training_log`: one row per epoch
 # %% ../nbs/14_report.ipynb #1ba48950
 def _ensemble(ctx:SimpleNamespace, task:str, learn, rec:dict, folder:Path) -> dict:
     "Train members 1 to N-1 beside `learn` (member 0) on its data and split; save the ensemble; the record's scores become the members' averaged ones"
-    import torch
     from dataclasses import replace
-    from xray_fastai.experiments import fit_and_evaluate, member_learner
+    from xray_fastai.experiments import fit_and_evaluate, member_learner, ensemble_scores
     from xray_fastai.export import save_model, save_ensemble
-    from xray_fastai.learner import EpochLines, pick_threshold
-    from xray_fastai.evaluate import evaluate_probs
+    from xray_fastai.learner import EpochLines
     s = replace(DEFAULTS, task=task, arch=ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, **({'epochs': ctx.epochs} if ctx.epochs else {}))
-    tdl = learn.dls.test_split_dl()
-    preds = [(learn.get_preds(dl=learn.dls.valid), learn.get_preds(dl=tdl))]
-    members = [dict(seed=s.seed, test_accuracy=rec['test_accuracy'])]
+    learners, members = [learn], [dict(seed=s.seed, test_accuracy=rec['test_accuracy'])]
     for i in range(1, ctx.ensemble):
         m = member_learner(learn.dls, s, i, dict(cbs=[EpochLines(ctx.write, f'{task} member {i+1}/{ctx.ensemble}')]))
         r = fit_and_evaluate(m, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity)
         save_model(m, folder/f'member{i}', training=dict(train_s=r['train_s'], report=True, member=i))
-        preds.append((m.get_preds(dl=learn.dls.valid), m.get_preds(dl=tdl)))
+        learners.append(m)
         members.append(dict(seed=s.seed + i, test_accuracy=r['test_accuracy'])); rec['train_s'] += r['train_s']
-    (vp, vt), (tp, tt) = [(torch.stack([p[k][0] for p in preds]).mean(0), preds[0][k][1]) for k in (0, 1)]
-    thr = pick_threshold(vp[:, 1], vt, s.threshold, s.sensitivity) if task == 'binary' else None
+    thr, valid, test = ensemble_scores(learners, s.threshold, s.sensitivity, folder)
     save_ensemble(folder, [f'member{i}' for i in range(ctx.ensemble)], thr, training=dict(report=True, train_s=rec['train_s']))
-    valid, test = evaluate_probs(vp, vt, rec['vocab'], thr), evaluate_probs(tp, tt, rec['vocab'], thr, folder)
     keep = lambda d: {k: v for k, v in d.items() if k != 'confusion'}
     rec.update(threshold=thr, members=members, **{f'test_{k}': v for k, v in keep(test['argmax']).items()},
                **{f'valid_{k}': v for k, v in keep(valid.get('threshold', valid['argmax'])).items()},

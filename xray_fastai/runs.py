@@ -6,13 +6,14 @@ Docs: https://xray-fastai.github.io/xray_fastai/runs.html.md"""
 
 # %% ../nbs/07a_runs.ipynb #88645f37
 from __future__ import annotations
-import contextlib, difflib, shlex, tempfile
+import contextlib, difflib, numbers, shlex, tempfile
 from pathlib import Path
 import pandas as pd
 from fastcore.script import CliError
 
 # %% auto #0
-__all__ = ['RUN_WORDS', 'check_run_folder', 'resume_command', 'command_line', 'current_command', 'check_arch', 'md_table']
+__all__ = ['RUN_WORDS', 'check_run_folder', 'resume_command', 'command_line', 'current_command', 'check_arch', 'table_cell',
+           'md_table']
 
 # %% ../nbs/07a_runs.ipynb #f6077df4
 RUN_WORDS = {  # how each command's messages name what its folder holds
@@ -81,11 +82,14 @@ def check_arch(arch:str # Architecture: vgg, a fastai xresnet or a timm model na
                    f"model name{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
 
 # %% ../nbs/07a_runs.ipynb #48925072
-def _fmt(v) -> str: return '–' if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+def table_cell(v) -> str:
+    "A table value as the run's pages show it: floats to 3 decimals, integers as integers, a missing value (None, NaN) as –"
+    if v is None or (isinstance(v, numbers.Real) and v != v): return '–'
+    return f"{v:.3f}" if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) else str(v)
 
 def md_table(df:pd.DataFrame # The table; its index's name heads the first column
             ) -> str:
     "`df` as a Markdown table"
     cols = [df.index.name or ''] + [str(c) for c in df.columns]
-    rows = [[str(i)] + [_fmt(v) for v in r] for i, r in zip(df.index, df.itertuples(index=False))]
+    rows = [[str(i)] + [table_cell(v) for v in r] for i, r in zip(df.index, df.itertuples(index=False))]
     return '\n'.join('| ' + ' | '.join(r) + ' |' for r in [cols, ['---']*len(cols), *rows])
