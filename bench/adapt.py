@@ -1,4 +1,4 @@
-"""Site adaptation of batch-norm statistics (`shift.adapted`) against no adaptation, on the Kermany test folder.
+"""Site adaptation of batch-norm statistics (`adapt.adapted`) against no adaptation, on the Kermany test folder.
 
 Models: saved model folders trained with the main job's recipe, e.g.
     xray-fastai train --data $XRAY_DATA --balance weighted --seed S --out /tmp/adapt-models/sS
@@ -26,7 +26,7 @@ import numpy as np, pandas as pd, torch
 from xray_fastai.data import xray_cache
 from xray_fastai.export import load_model, image_files
 from xray_fastai.experiments import ResultsWriter
-from xray_fastai.shift import adapted, adapt_bn
+from xray_fastai.adapt import adapted, adapt_bn
 
 SETTINGS = {  # name -> (prior, layers); None: no adaptation; 'onepass': the study's `adapt_bn` at batch size 64
     'none': None, 'adapt_bn one pass (bs 64)': 'onepass',

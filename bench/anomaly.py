@@ -12,17 +12,19 @@ and score), NAME.md (mean ± std, the command, the hardware) and NAME_scores_see
 """
 from pathlib import Path
 from fastcore.script import call_parse
+from xray_fastai.core import ANOMALY
 from xray_fastai.data import xray_dataloaders
-from xray_fastai.anomaly import AE_VARIANTS, autoencoder_scores, autoencoder_variant_scores, opacity_scores, anomaly_results
+from xray_fastai.anomaly import AE_VARIANTS, autoencoder_scores, autoencoder_variant_scores, anomaly_results
+from xray_fastai.opacity import opacity_scores
 from xray_fastai.experiments import ResultsWriter, mean_std
 
 @call_parse
 def main(name:str='anomaly_cpu', # Results file name under bench/results
          group:str='main', # 'main' (autoencoder vs synthetic-opacity model), 'opacity' (that model alone) or 'autoencoders' (losses, masking, denoising, VAE)
-         size:int=96, # Image side in pixels
-         ae_widths:str='16,32,64,128', # Autoencoder encoder widths (comma-separated)
-         ae_epochs:int=8, # Autoencoder epochs per seed
-         opacity_epochs:int=14, # Synthetic-opacity model epochs per seed
+         size:int=ANOMALY.size, # Image side in pixels
+         ae_widths:str=','.join(map(str, ANOMALY.ae_widths)), # Autoencoder encoder widths (comma-separated)
+         ae_epochs:int=ANOMALY.ae_epochs, # Autoencoder epochs per seed
+         opacity_epochs:int=14, # Synthetic-opacity model epochs per seed (the benchmark's first length; the report's is `ANOMALY.opacity_epochs`)
          loss:str='mse', # Autoencoder loss
          pct:float=95, # Threshold: this percentile of validation normals' scores
          seeds:str='0,1,2', # Comma-separated seeds
@@ -33,9 +35,9 @@ def main(name:str='anomaly_cpu', # Results file name under bench/results
     w = ResultsWriter(name, Path(__file__).parent/'results')
     widths = tuple(int(w) for w in ae_widths.split(','))
     for seed in (int(s) for s in seeds.split(',')):
-        dls = xray_dataloaders(data, task='normal_only', size=size, bs=32, aug='light', seed=seed)
-        ae = lambda: autoencoder_scores(dls, seed, ae_epochs, widths=widths, loss=loss)
-        op = lambda: opacity_scores(dls, seed, opacity_epochs, keep=keep)
+        dls = xray_dataloaders(data, task='normal_only', size=size, bs=ANOMALY.bs, aug=ANOMALY.aug, seed=seed)
+        ae = lambda: autoencoder_scores(dls, seed, ae_epochs, ANOMALY.ae_lr, widths=widths, loss=loss)
+        op = lambda: opacity_scores(dls, seed, opacity_epochs, ANOMALY.opacity_lr, keep=keep)
         scores = dict(main=lambda: {**ae(), **op()}, opacity=op,
                       autoencoders=lambda: autoencoder_variant_scores(dls, seed=seed, epochs=ae_epochs, widths=widths))[group]()
         table, images = anomaly_results({n: f for n, (f, _) in scores.items()}, dls, pct)

@@ -21,7 +21,7 @@ import pandas as pd, torch
 from fastcore.script import call_parse
 from fastai.basics import *
 from fastai.callback.all import *
-from xray_fastai.data import xray_dataloaders, xray_source
+from xray_fastai.data import xray_dataloaders; from xray_fastai.images import xray_source
 from xray_fastai.models import xray_model
 from xray_fastai.learner import xray_learner
 from xray_fastai.experiments import ResultsWriter

@@ -21,7 +21,8 @@ from fastai.callback.progress import ProgressCallback
 from xray_fastai.evaluate import classification_scores, per_class_recall
 from xray_fastai.learner import pick_threshold
 from xray_fastai.experiments import train_classifier, mean_std, ResultsWriter
-from xray_fastai.shift import LEVERS, lever_settings, adapt_bn, em_prior, prior_corrected, expected_calibration_error, fit_temperature, with_temperature
+from xray_fastai.adapt import adapt_bn
+from xray_fastai.shift import LEVERS, lever_settings, em_prior, prior_corrected, expected_calibration_error, fit_temperature, with_temperature
 
 ORDER = ['base', 'weighted', 'undersample', 'test_share', 'per_image_norm', 'hist_equalize', 'photometric', 'lung_crop',
          'batch_stats_norm', 'group_norm', 'instance_norm', 'label_smoothing', 'mixup', 'lower_lr', 'random_erasing',

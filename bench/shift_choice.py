@@ -13,7 +13,7 @@ fact). Example:
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
-from xray_fastai.data import xray_source, xray_items, xray_dataloaders
+from xray_fastai.images import xray_source; from xray_fastai.items import xray_items; from xray_fastai.data import xray_dataloaders
 from xray_fastai.experiments import ResultsWriter
 from xray_fastai.evaluate import balanced_accuracy
 from xray_fastai.shift import LEVERS, domain_classifier, importance_weights, choose_lever

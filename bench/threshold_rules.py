@@ -13,7 +13,7 @@ labelled as known and not used to choose. Writes `threshold_rules.csv|md`. Examp
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
-from xray_fastai.data import xray_source, xray_items, patient_split
+from xray_fastai.images import xray_source; from xray_fastai.items import xray_items, patient_split
 from xray_fastai.experiments import ResultsWriter, mean_std
 from xray_fastai.learner import pick_threshold
 from xray_fastai.evaluate import per_class_recall, balanced_accuracy

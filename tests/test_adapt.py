@@ -1,4 +1,4 @@
-"Adapting a saved model to a new site (`shift.adapted`, `xray-fastai adapt`, `predict --adapt`), on tiny phantoms and an untrained model."
+"Adapting a saved model to a new site (`adapt.adapted`, `xray-fastai adapt`, `predict --adapt`), on tiny phantoms and an untrained model."
 import hashlib, json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
@@ -6,7 +6,7 @@ from xray_fastai.cli import main
 from xray_fastai.export import load_model, save_model, image_files
 from xray_fastai.learner import classifier_learner
 from xray_fastai.phantoms import phantom_data
-from xray_fastai.shift import adapted, ADAPT_MIN_IMAGES, ADAPT_SHARE
+from xray_fastai.adapt import adapted, ADAPT_MIN_IMAGES, ADAPT_SHARE
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):

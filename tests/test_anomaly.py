@@ -3,9 +3,10 @@ import numpy as np, pandas as pd, pytest, torch
 import sklearn.metrics as skm
 from PIL import Image
 from fastai.basics import Callback, first, set_seed
-from xray_fastai.data import xray_dataloaders, XrayDataError
+from xray_fastai.data import xray_dataloaders; from xray_fastai.images import XrayDataError
 from xray_fastai.phantoms import make_phantoms, chest_phantom, phantom_data
 from xray_fastai.anomaly import *
+from xray_fastai.opacity import *
 from xray_fastai.models import body_stages
 
 @pytest.fixture(scope='module')
@@ -48,7 +49,7 @@ def white_pneumonia(tmp_path_factory):
 @pytest.mark.parametrize('make_learner', [autoencoder_learner, opacity_learner])
 def test_no_pneumonia_image_reaches_training(white_pneumonia, split, seed, make_learner):
     dls = xray_dataloaders(white_pneumonia, task='normal_only', size=32, bs=8, aug='report', split=split, seed=seed)
-    assert set(dls.items['binary']) == {'NORMAL', 'PNEUMONIA'}   # the sick images are there to leak
+    assert set(dls.all_items['binary']) == {'NORMAL', 'PNEUMONIA'}   # the sick images are there to leak
     kw = dict(widths=(8, 16), latent=4) if make_learner is autoencoder_learner else dict(widths=(8, 16))
     seen = SeenBatches()
     learn = make_learner(dls, cbs=seen, **kw)
@@ -62,7 +63,7 @@ def test_learners_refuse_labelled_data(phantoms):
     for make_learner in (autoencoder_learner, opacity_learner):
         with pytest.raises(XrayDataError, match='normal_only'): make_learner(dls)
     dls = xray_dataloaders(phantoms, task='normal_only', size=32, bs=8)
-    sick = dls.items[dls.items['binary'] == 'PNEUMONIA'].iloc[:1]
+    sick = dls.all_items[dls.all_items['binary'] == 'PNEUMONIA'].iloc[:1]
     dls.train.items = pd.concat([dls.train.items, sick])   # tampered after the fact
     with pytest.raises(XrayDataError, match='non-NORMAL'): autoencoder_learner(dls)
 

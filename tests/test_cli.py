@@ -7,7 +7,7 @@ from xray_fastai.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTS = ['data', 'task', 'arch', 'size', 'epochs', 'lr', 'bs', 'balance', 'aug', 'split', 'valid-pct', 'seed',
-              'schedule', 'threshold', 'sensitivity', 'out', 'overwrite', 'no-fast-precision', 'resume', 'ensemble']
+              'schedule', 'threshold', 'sensitivity', 'no-fast-precision', 'out', 'overwrite', 'resume', 'ensemble']
 
 def cli(*args, cache=None, check=None):
     "Run `python -m xray_fastai.cli ARGS`; the completed process"
@@ -130,6 +130,25 @@ def test_help_lists_every_option(capsys):
     assert main(['--help']) == 0
     out = capsys.readouterr().out
     assert 'train' in out and 'predict' in out
+
+def test_the_options_defaults_are_the_settings_objects():
+    "Each setting is declared once: `train`'s options are `TrainSettings`' fields with `DEFAULTS`' values, `report`'s its presets'"
+    from dataclasses import fields
+    from xray_fastai.cli import _parser, train
+    from xray_fastai.core import TrainSettings, DEFAULTS, CHOICES
+    from xray_fastai.report import report, PRESETS, PRESET_OPTIONS
+    p = _parser(train, 'train')
+    parsed = vars(p.parse_args([]))
+    for f in fields(TrainSettings): assert parsed[f.name] == getattr(DEFAULTS, f.name), f.name
+    for name, values in CHOICES.items():
+        assert next(a for a in p._actions if a.dest == name).choices == list(values), name
+    assert vars(p.parse_args(['--no-fast-precision']))['fast_precision'] is False
+    r = _parser(report, 'report')
+    parsed, helps = vars(r.parse_args([])), {a.dest: a.help for a in r._actions}
+    assert (parsed['arch'], parsed['seed']) == (DEFAULTS.arch, DEFAULTS.seed)
+    for opt, (group, field) in PRESET_OPTIONS.items():
+        assert parsed[opt] is None   # the preset's value, shown in the help
+        assert helps[opt].endswith(', '.join(f"{'' if k == 'phantoms' else '--'}{k} {getattr(getattr(s, group), field)}" for k, s in PRESETS.items()) + ')'), opt
 
 @pytest.mark.parametrize('args,msg', [
     (['train', '--data', '{tmp}/nowhere'], 'nowhere: no such file or folder'),

@@ -3,8 +3,10 @@ import os, re, shutil, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from conftest import write_image
-from xray_fastai.data import (xray_items, xray_dataloaders, load_xray, xray_cache, atomic_write, XrayDataError,
-                              UnreadableImageWarning)
+from xray_fastai.core import atomic_write
+from xray_fastai.images import load_xray, XrayDataError, UnreadableImageWarning
+from xray_fastai.items import xray_items
+from xray_fastai.data import xray_dataloaders, xray_cache
 
 def _add_bad(root, name, content):
     p = root/'train'/'PNEUMONIA'/name

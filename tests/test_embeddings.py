@@ -40,7 +40,7 @@ def test_hooks_removed_after_error(dls):
     assert no_hooks(m)
 
 def test_cache_reused_and_invalidated(dls, tmp_path):
-    learn = classifier_learner(dls.items, 'multiclass', size=32, bs=8, aug='none',
+    learn = classifier_learner(dls.all_items, 'multiclass', size=32, bs=8, aug='none',
                                learner_kwargs=dict(model_kwargs=dict(widths=(8, 16))))
     calls = []
     h = learn.model.register_forward_pre_hook(lambda m, i: calls.append(1))

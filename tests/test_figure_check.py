@@ -13,7 +13,7 @@ root = Path(__file__).parents[1]
 sys.path.insert(0, str(root/'tools'))
 from build_site import Page
 
-_setup = 'import xray_fastai.core\nimport numpy as np, matplotlib.pyplot as plt'   # the toolkit first: the shell has loaded matplotlib
+_setup = 'from xray_fastai.core import check_figures; check_figures()\nimport numpy as np, matplotlib.pyplot as plt'   # as every chapter's hidden first cell
 _stretched = 'plt.hist(np.r_[np.linspace(0, 1, 999), 3e5]);'   # one score far out: every other one in the first bin
 _fine = 'plt.hist(np.random.default_rng(0).normal(size=1000), 30);'
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np, pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
-from xray_fastai.data import load_xray, write_dicom, xray_items, XrayDataError, UnreadableImageWarning
+from xray_fastai.images import load_xray, write_dicom, XrayDataError, UnreadableImageWarning; from xray_fastai.items import xray_items
 
 # the same examples on every CI run (no flaky CI); new random ones on every local run
 FUZZ = settings(max_examples=int(os.environ.get('XRAY_FUZZ_EXAMPLES', 200)), deadline=None, derandomize=bool(os.environ.get('CI')),

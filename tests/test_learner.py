@@ -1,7 +1,7 @@
 "Classifier learners train on phantoms and on real images; the test split never reaches fitting or threshold choice."
 import pandas as pd, pytest, torch
 from fastai.callback.all import ShortEpochCallback
-from xray_fastai.data import xray_items, xray_dataloaders, BINARY, MULTICLASS
+from xray_fastai.items import xray_items; from xray_fastai.data import xray_dataloaders; from xray_fastai.core import BINARY, MULTICLASS
 from xray_fastai.learner import classifier_learner, xray_learner
 from xray_fastai.phantoms import make_phantoms
 
@@ -33,7 +33,7 @@ def test_learner_trains_on_real_images(real_data, tmp_path):
 def test_threshold_is_picked_on_validation_only(phantoms, monkeypatch):
     learn = classifier_learner(phantoms, 'binary', size=48, bs=16, aug='none', learner_kwargs=dict(model_kwargs=dict(widths=(8, 16))))
     learn.fit(1, 1e-3, cbs=ShortEpochCallback(pct=0.5, short_valid=False))
-    test_paths = set(learn.dls.items.query("split == 'test'").path)
+    test_paths = set(learn.dls.all_items.query("split == 'test'").path)
     seen = []
     orig = type(learn).get_preds
     def spy(self, ds_idx=1, dl=None, **kw):
@@ -48,8 +48,8 @@ def test_threshold_is_picked_on_validation_only(phantoms, monkeypatch):
 def test_training_rows_never_include_test_images(phantoms):
     dls = xray_dataloaders(phantoms, 'binary', size=48, bs=16, balance='oversample')
     fit = set(dls.train.items.path) | set(dls.valid.items.path)
-    assert not fit & set(dls.items.query("split == 'test'").path)
-    assert set(dls.test_split_dl().items.path) == set(dls.items.query("split == 'test'").path)
+    assert not fit & set(dls.all_items.query("split == 'test'").path)
+    assert set(dls.test_split_dl().items.path) == set(dls.all_items.query("split == 'test'").path)
 
 def test_evaluate_on_a_test_split_smaller_than_top_k(tmp_path):
     "The report folder is written even when the test split has fewer images than the most-confused grid"

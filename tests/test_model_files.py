@@ -5,7 +5,7 @@ import pytest, torch
 from hypothesis import given, settings, strategies as st
 from safetensors.torch import save_file
 from fastai.learner import Learner
-from xray_fastai.data import xray_dataloaders, BINARY, XrayDataError
+from xray_fastai.data import xray_dataloaders; from xray_fastai.core import BINARY; from xray_fastai.images import XrayDataError
 from xray_fastai.learner import xray_learner
 from xray_fastai import export
 from xray_fastai.export import save_model, load_model, read_config, model_state, XrayModelError, PickleWarning, CONFIG, WEIGHTS
@@ -162,7 +162,7 @@ def test_a_network_that_gives_nan_gets_no_label(copy, saved, tmp_path):
     "Defence in depth: a model whose outputs are NaN (here a NaN bias, loaded without the checks) gives error rows"
     pred = load_model(copy, device='cpu')
     with torch.no_grad(): pred.model[1][3].bias.fill_(float('nan'))
-    df = pred.predict(saved['learn'].dls.items.path[:4])
+    df = pred.predict(saved['learn'].dls.all_items.path[:4])
     assert df.label.isna().all() and df.error.str.contains('no finite probabilities').all()
 
 @pytest.fixture

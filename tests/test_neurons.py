@@ -4,7 +4,8 @@ import pytest, torch, torch.nn as nn
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 from fastai.data.core import TfmdDL
 from xray_fastai.models import xray_model, model_body, body_stages
-from xray_fastai.explain import stage_activations, channel_maxima, unit_box, activation_maximisation, n_hooks
+from xray_fastai.explain import n_hooks
+from xray_fastai.neurons import stage_activations, channel_maxima, unit_box, activation_maximisation
 
 ARCHS = ['vgg', 'xresnet18', 'resnet18']  # the reference, a fastai xresnet, a timm model
 

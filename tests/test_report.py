@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from xray_fastai.cli import main
 from xray_fastai.phantoms import phantom_data
-from xray_fastai.report import STAGES, DETECTORS
+from xray_fastai.report import STAGES
+from xray_fastai.core import ANOMALY
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--n', 10, '--size', 32, '--epochs', 1, '--ae-epochs', 1, '--opacity-epochs', 1, '--anomaly-size', 32, '--bs', 4]
@@ -36,7 +37,7 @@ def test_report_folder(run):
     assert m['binary']['epochs'] == 1 and m['binary']['vocab'] == ['NORMAL', 'PNEUMONIA'] and 0 <= m['binary']['test_roc_auc'] <= 1
     assert m['multiclass']['vocab'] == ['NORMAL', 'BACTERIA', 'VIRUS']
     table = m['anomaly']['table']
-    assert {r['variant'] for r in table} == {'autoencoder mse', 'autoencoder ssim', *DETECTORS}
+    assert {r['variant'] for r in table} == {'autoencoder mse', 'autoencoder ssim', *ANOMALY.detectors}
     assert m['anomaly']['picked'] == max(table, key=lambda r: r['valid_auroc'])['variant']  # validation picks, never test
     assert 0 <= m['shift']['domain_auc'] <= 1 and set(m['shift']) >= {'domain_auc_NORMAL', 'domain_auc_PNEUMONIA'}
     assert set(m['embeddings']) == {'binary', 'multiclass', 'seconds', 'figures'}

@@ -12,26 +12,22 @@ import matplotlib.pyplot as plt
 from fastcore.all import *
 from fastai.basics import *
 from fastai.layers import ConvLayer
-from fastai.callback.hook import hook_outputs
 from fastprogress.fastprogress import progress_bar
 from sklearn.covariance import LedoitWolf
-from safetensors.torch import save_file
-from .core import DEFAULTS
+from .core import DEFAULTS, ANOMALY
+from .images import *
 from .data import *
-from .models import xray_model, eval_mode, body_stages
+from .models import eval_mode
 from .precision import *
-from .learner import xray_metrics
 from .evaluate import classification_scores
-from .embeddings import extract_features, resolve_layer
-from .export import model_state
+from .embeddings import extract_features
 
 # %% auto #0
-__all__ = ['RECONSTRUCTION_LOSSES', 'AE_VARIANTS', 'OPACITY_SCORES', 'OPACITY_PARTS', 'check_normal_only', 'anomaly_items',
-           'is_sick', 'ConvAutoencoder', 'ssim_map', 'ReconstructionLoss', 'KLDivergence', 'CorruptInput',
-           'autoencoder_learner', 'anomaly_learner', 'anomaly_scores', 'ReconstructionScore', 'FeatureDensity',
-           'synthetic_opacity', 'PlantOpacity', 'opacity_learner', 'ClassifierScore', 'PatchMemory', 'CombinedScore',
-           'normal_threshold', 'anomaly_report', 'anomaly_results', 'fit_timed', 'autoencoder_scores',
-           'autoencoder_variant_scores', 'opacity_scores', 'show_reconstructions', 'plot_score_hist', 'plot_score_rocs']
+__all__ = ['RECONSTRUCTION_LOSSES', 'AE_VARIANTS', 'check_normal_only', 'anomaly_items', 'is_sick', 'ConvAutoencoder', 'ssim_map',
+           'ReconstructionLoss', 'KLDivergence', 'CorruptInput', 'autoencoder_learner', 'anomaly_learner',
+           'anomaly_scores', 'ReconstructionScore', 'FeatureDensity', 'normal_threshold', 'anomaly_report',
+           'anomaly_results', 'fit_timed', 'autoencoder_scores', 'autoencoder_variant_scores', 'show_reconstructions',
+           'plot_score_hist', 'plot_score_rocs']
 
 # %% ../nbs/11_anomaly.ipynb #a6bdf5f6
 def check_normal_only(dls:DataLoaders # `DataLoaders` meant for training on healthy images
@@ -49,7 +45,7 @@ def anomaly_items(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
                   split:str='valid', # 'valid' (held-out patients of the fitting images, all classes) or 'test'
                  ) -> pd.DataFrame:
     "The images to score: held-out fitting images of every class, or the test split"
-    items = dls.items
+    items = dls.all_items
     if split == 'test': return items[items['split'] == 'test']
     if split == 'valid': return items[(items['split'] != 'test') & items['is_valid']]
     raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
@@ -65,7 +61,7 @@ def _up(ni:int, nf:int) -> nn.Sequential: return nn.Sequential(nn.Upsample(scale
 class ConvAutoencoder(Module):
     "Convolutional autoencoder for one-channel X-rays: strided-conv encoder, `latent`-channel code, mirrored decoder"
     def __init__(self,
-        widths:tuple=(32,64,128,256), # Channels of the encoder stages; each halves the image side
+        widths:tuple=ANOMALY.ae_widths, # Channels of the encoder stages; each halves the image side
         latent:int=16, # Channels of the code
         n_in:int=1, # Image channels
         variational:bool=False, # A variational autoencoder: the code is sampled from a learnt Gaussian
@@ -159,7 +155,7 @@ class CorruptInput(Callback):
 # %% ../nbs/11_anomaly.ipynb #4e5e3f50
 @delegates(Learner.__init__)
 def autoencoder_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`: NORMAL images only
-                        widths:tuple=(32,64,128,256), # Encoder stages' channels
+                        widths:tuple=ANOMALY.ae_widths, # Encoder stages' channels
                         latent:int=16, # Channels of the code
                         variational:bool=False, # Train a variational autoencoder
                         loss:str='mse', # One of `RECONSTRUCTION_LOSSES`
@@ -191,7 +187,7 @@ def anomaly_learner(source:str|Path|pd.DataFrame=None, # Data; None means `$XRAY
 # %% ../nbs/11_anomaly.ipynb #4a040589
 def anomaly_scores(score:Callable, # Maps a (B,1,H,W) batch of normalised images to (B,) scores
                    dls:DataLoaders, # The `DataLoaders` the items belong to (for their transforms)
-                   items:pd.DataFrame, # Rows of `dls.items` to score, e.g. from `anomaly_items`
+                   items:pd.DataFrame, # Rows of `dls.all_items` to score, e.g. from `anomaly_items`
                    bs:int=64, # Batch size
                    progress:bool=True, # Show a progress bar
                   ) -> np.ndarray: # (n,) scores in the order of `items`
@@ -249,148 +245,6 @@ class FeatureDensity:
         if self.gauss is None: raise RuntimeError("call `fit` on normal images first")
         return tensor(self.gauss.mahalanobis(self._features(x)))
 
-# %% ../nbs/11_anomaly.ipynb #5d70621e
-def _smooth_noise(b:int, h:int, w:int, grid:int, device) -> Tensor:
-    "Smooth random fields (b,1,h,w): Gaussian noise on a `grid`×`grid` lattice, upsampled bicubically"
-    return F.interpolate(torch.randn(b, 1, grid, grid, device=device), size=(h, w), mode='bicubic', align_corners=False)
-
-def synthetic_opacity(b:int, # Number of opacity maps
-                      h:int, # Height
-                      w:int, # Width
-                      max_blobs:int=3, # At most this many blobs per map (at least one)
-                      device=None, # Device of the result
-                     ) -> Tensor: # (b,1,h,w) opacity in 0..1
-    "Random soft opacities in the lung fields: irregular blobs with a mottled texture"
-    yy = torch.linspace(0, 1, h, device=device)[:, None]
-    xx = torch.linspace(0, 1, w, device=device)[None]
-    u = lambda lo, hi: (lo + (hi-lo)*torch.rand(b, 1, 1, 1, device=device))
-    res = torch.zeros(b, 1, h, w, device=device)
-    for k in range(max_blobs):
-        on = (torch.rand(b, 1, 1, 1, device=device) < (1 if k == 0 else 0.4)).float()
-        cx = torch.where(torch.rand(b, 1, 1, 1, device=device) < 0.5, 0.3, 0.7) + u(-0.1, 0.1)
-        cy, rx, ry = u(0.25, 0.75), u(0.05, 0.17), u(0.05, 0.2)
-        r = (((xx-cx)/rx)**2 + ((yy-cy)/ry)**2).sqrt()*(1 + 0.25*_smooth_noise(b, h, w, 6, device))
-        blob = torch.sigmoid((1-r)/0.15)*(0.6 + 0.4*torch.sigmoid(2*_smooth_noise(b, h, w, 12, device)))
-        res = torch.maximum(res, on*blob)
-    return res
-
-class PlantOpacity(Callback):
-    "Pretext task: plant `synthetic_opacity` in a share `p` of each batch's (normal) images; the target says where"
-    order = -1   # before mixed precision's `channels_last`
-    def __init__(self,
-        stats:tuple, # (mean, std) of the images' normalisation
-        p:float=0.5, # Share of images that get an opacity
-        strength:tuple=(0.15, 0.5), # Range of the opacity's strength: the share of the way to white
-        seed:int=0, # Seed of the validation batches' opacities
-    ): store_attr()
-
-    def plant(self, x:Tensor, # (B,1,H,W) normalised images
-              planted:Tensor, # (B,) bool: which images get an opacity
-             ) -> Tensor:
-        "`x` with opacities planted where `planted`: intensities move towards white, as denser tissue does"
-        mean, std = self.stats
-        raw = x*std + mean
-        a = self.strength[0] + (self.strength[1]-self.strength[0])*torch.rand(len(x), 1, 1, 1, device=x.device)
-        op = synthetic_opacity(len(x), *x.shape[-2:], device=x.device)*a*planted[:, None, None, None]
-        return x + op*(1-raw)/std   # raw + op·(1−raw), normalised
-
-    def _plant_batch(self):
-        x = self.xb[0]
-        planted = torch.rand(len(x), device=x.device) < self.p
-        self.learn.xb, self.learn.yb = (self.plant(x, planted),), (planted.long(),)
-
-    def before_batch(self):
-        if self.training: return self._plant_batch()
-        with torch.random.fork_rng(devices=[self.xb[0].device] if self.xb[0].is_cuda else []):
-            torch.manual_seed(self.seed + self.iter)   # the same validation task every epoch; training's random stream untouched
-            self._plant_batch()
-
-# %% ../nbs/11_anomaly.ipynb #f6abd332
-@delegates(xray_model)
-def opacity_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`: NORMAL images only
-                    arch:str='vgg', # Any architecture of `xray_model`
-                    p:float=0.5, # Share of images with a planted opacity
-                    strength:tuple=(0.15, 0.5), # Range of the opacities' strength
-                    fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (`to_fast_precision`)
-                    cbs:list=None, # More callbacks
-                    **kwargs) -> Learner:
-    "A classifier `Learner` trained to find `PlantOpacity`'s synthetic opacities in normal images"
-    check_normal_only(dls)
-    learn = Learner(dls, xray_model(arch, n_out=2, **kwargs), loss_func=CrossEntropyLossFlat(),
-                    metrics=xray_metrics('binary'), cbs=[PlantOpacity(dls.stats, p, strength), *L(cbs)])
-    return learn.to_fast_precision() if fast_precision else learn
-
-class ClassifierScore:
-    "Anomaly score: a classifier's probability of its class `cls` (for `opacity_learner`, 'an opacity was planted')"
-    def __init__(self, model:nn.Module, # A trained classifier
-                 cls:int=1, # The class whose probability is the score
-                ): store_attr()
-    def __call__(self, x:Tensor) -> Tensor:
-        with eval_mode(self.model): return F.softmax(self.model(x.to(one_param(self.model).device)).float(), 1)[:, self.cls].cpu()
-
-# %% ../nbs/11_anomaly.ipynb #42049934
-class PatchMemory:
-    "Anomaly score: distance of an image's patch features to their nearest neighbours in a memory of normal patches"
-    def __init__(self,
-        model:nn.Module, # A trained network
-        layers:list, # Modules of `model` or their names; their maps are resized to the first one's grid and concatenated
-        n_memory:int=40_000, # Patches kept in memory: a random sample of the normal images' patches
-        top:float=1., # Share of each image's patches, farthest from memory first, whose distances are averaged
-        seed:int=0, # Seed of the memory's sample
-    ): store_attr(); self.memory = None
-
-    def feature_maps(self, x:Tensor # (B,1,H,W) normalised images
-                    ) -> Tensor: # (B,C,h,w) patch features on the first layer's grid, on the CPU in float32
-        "The patch features of `x`: the layers' maps on one grid, concatenated, averaged over 3×3 neighbourhoods"
-        with eval_mode(self.model), torch.no_grad(), hook_outputs([resolve_layer(self.model, l)[1] for l in self.layers]) as hooks:
-            self.model(x.to(one_param(self.model).device))
-        maps = [o.float() for o in hooks.stored]
-        f = torch.cat([F.interpolate(m, size=maps[0].shape[-2:], mode='bilinear', align_corners=False) for m in maps], 1)
-        return F.avg_pool2d(f, 3, 1, 1, count_include_pad=False).cpu()
-
-    def fit(self, dls:DataLoaders, # The `DataLoaders` of `items`
-            items:pd.DataFrame=None, # Normal images to remember; None is the training images of `dls` (checked NORMAL)
-           ):
-        "Fill the memory with a random sample of the patches of normal images"
-        if items is None: items = check_normal_only(dls).train.items
-        dl = dls.test_dl(items, with_labels=False, bs=64)
-        feats = torch.cat([self.feature_maps(b[0]).permute(0, 2, 3, 1).flatten(0, 2) for b in dl])
-        self.memory = feats[torch.randperm(len(feats), generator=torch.Generator().manual_seed(self.seed))[:self.n_memory]]
-        return self
-
-    def distance_map(self, x:Tensor # (B,1,H,W) normalised images
-                    ) -> Tensor: # (B,h,w)
-        "Distance of each patch of `x` to its nearest neighbour in memory"
-        if self.memory is None: raise RuntimeError("call `fit` on normal images first")
-        f = self.feature_maps(x)
-        q = f.permute(0, 2, 3, 1).flatten(0, 2)
-        d = torch.cat([torch.cdist(q[i:i+1024], self.memory).amin(1) for i in range(0, len(q), 1024)])  # chunks bound the memory used
-        return d.view(len(x), *f.shape[-2:])
-
-    def __call__(self, x:Tensor) -> Tensor:
-        d = self.distance_map(x).flatten(1)
-        return d.topk(max(1, round(self.top*d.shape[1])), 1).values.mean(1)
-
-# %% ../nbs/11_anomaly.ipynb #c97a3740
-class CombinedScore:
-    "Anomaly score: the sum of several scores, each standardised (z-score) on normal images"
-    def __init__(self, scores:list # Anomaly scores (callables on a batch) to add up
-                ): store_attr(); self.stats = None
-
-    def fit(self, dls:DataLoaders, # The `DataLoaders` of `items`
-            items:pd.DataFrame=None, # Normal images to standardise on; None is the NORMAL validation images of `dls`
-           ):
-        "Mean and standard deviation of each score on normal images"
-        if items is None: items = anomaly_items(dls, 'valid').pipe(lambda v: v[is_sick(v) == 0])
-        if is_sick(items).any(): raise ValueError("standardise on NORMAL images only")
-        s = np.stack([anomaly_scores(f, dls, items, progress=False) for f in self.scores])
-        self.stats = list(zip(s.mean(1), s.std(1)))
-        return self
-
-    def __call__(self, x:Tensor) -> Tensor:
-        if self.stats is None: raise RuntimeError("call `fit` on normal images first")
-        return sum((f(x).float().cpu() - float(m))/float(sd) for f, (m, sd) in zip(self.scores, self.stats))
-
 # %% ../nbs/11_anomaly.ipynb #7162d0b1
 def normal_threshold(scores:np.ndarray, # Scores of validation images
                      items:pd.DataFrame, # Their rows
@@ -442,8 +296,8 @@ def fit_timed(learn:Learner, # An anomaly model's learner, e.g. from `autoencode
 @delegates(autoencoder_learner, but=['dls'])
 def autoencoder_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
                        seed:int=0, # Seed of the initial weights and the shuffling
-                       epochs:int=8, # Training epochs
-                       lr:float=3e-3, # Peak learning rate
+                       epochs:int=ANOMALY.ae_epochs, # Training epochs
+                       lr:float=ANOMALY.ae_lr, # Peak learning rate
                        name:str='AE', # First word of the scores' names
                        density:bool=True, # Also the encoder's feature density (one more pass over the training images)
                        **kwargs, # Passed to `autoencoder_learner` (widths, loss, mask, noise, variational, cbs, ...)
@@ -467,42 +321,6 @@ def autoencoder_variant_scores(dls:DataLoaders, # From `xray_dataloaders(task='n
                               ) -> dict: # Score name -> (anomaly score, training seconds)
     "`autoencoder_scores` of each variant: losses, masking, denoising, variational"
     return merge(*[autoencoder_scores(dls, name=n, **kwargs, **kw) for n, kw in variants.items()])
-
-OPACITY_SCORES = {  # name -> the score, from the trained model, its body's stages, the data and the seed
-    'opacity model': lambda m, stages, dls, seed: ClassifierScore(m),
-    'opacity embedding density': lambda m, stages, dls, seed: FeatureDensity(m).fit(dls),
-    'opacity body density': lambda m, stages, dls, seed: FeatureDensity(m, stages).fit(dls),
-    'opacity patch memory, last 2 stages': lambda m, stages, dls, seed: PatchMemory(m, stages[-2:], seed=seed).fit(dls),
-    'opacity patch memory, last 3 stages': lambda m, stages, dls, seed: PatchMemory(m, stages[-3:], seed=seed).fit(dls)}
-OPACITY_PARTS = {'opacity model + embedding density': ['opacity model', 'opacity embedding density'],  # sums of z-scored scores
-                 'opacity model + body density': ['opacity model', 'opacity body density'],
-                 'opacity model + both densities': ['opacity model', 'opacity embedding density', 'opacity body density'],
-                 'opacity model + patch memory, last 2 stages': ['opacity model', 'opacity patch memory, last 2 stages']}
-
-@delegates(opacity_learner, but=['dls'])
-def opacity_scores(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`
-                   seed:int=0, # Seed of the initial weights, the shuffling, the planted opacities and the patch memories
-                   epochs:int=14, # Training epochs
-                   lr:float=2e-3, # Peak learning rate
-                   keep:str|Path=None, # Save the model's weights here, as `opacity_{size}px_seed{seed}.safetensors`
-                   names:list=None, # Scores of `OPACITY_SCORES` and sums of `OPACITY_PARTS` to fit; None: all of them
-                   **kwargs, # Passed to `opacity_learner`
-                  ) -> dict: # Score name -> (anomaly score, training seconds)
-    "Train the synthetic-opacity model; its probability, feature densities, patch memories and sums of them"
-    names = names or [*OPACITY_SCORES, *OPACITY_PARTS]
-    if unknown := [n for n in names if n not in OPACITY_SCORES and n not in OPACITY_PARTS]:
-        raise ValueError(f"unknown opacity score(s) {unknown}; choose from {[*OPACITY_SCORES, *OPACITY_PARTS]}")
-    set_seed(seed)
-    op = opacity_learner(dls, **kwargs)
-    s = fit_timed(op, epochs, lr)
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        save_file(model_state(op.model), Path(keep)/f'opacity_{data_record(dls).size}px_seed{seed}.safetensors')
-    stages, fitted = [m for _, m in body_stages(op.model)], {}
-    def single(n):  # each score is fitted once, also when sums share it
-        if n not in fitted: fitted[n] = OPACITY_SCORES[n](op.model, stages, dls, seed)
-        return fitted[n]
-    return {n: (CombinedScore([single(p) for p in OPACITY_PARTS[n]]).fit(dls) if n in OPACITY_PARTS else single(n), s) for n in names}
 
 # %% ../nbs/11_anomaly.ipynb #03ce2b5f
 def show_reconstructions(score:ReconstructionScore, # The autoencoder's score (its model and error kind)

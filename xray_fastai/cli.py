@@ -14,14 +14,12 @@ from fastcore.script import anno_parser, CliError
 import xray_fastai
 from .core import *
 from .runs import *
-from .report import report
+from .report import report, PRESET_OPTIONS, preset_values
 
 # %% auto #0
 __all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'adapt', 'FinalLines', 'main']
 
 # %% ../nbs/08_cli.ipynb #76921f79
-def _choices(*cs) -> dict: return {'choices': list(cs)}
-
 _SCORES = ['accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'f1', 'f1_macro']
 
 def scores_table(metrics:dict # The result of `evaluate`
@@ -34,7 +32,7 @@ def scores_table(metrics:dict # The result of `evaluate`
 # %% ../nbs/08_cli.ipynb #31c769f3
 def _data_table(dls) -> pd.DataFrame:
     "Images per class in train, valid and test"
-    items, label = dls.items, ('binary' if dls.task == 'normal_only' else dls.task)
+    items, label = dls.all_items, ('binary' if dls.task == 'normal_only' else dls.task)
     part = pd.Series('train', index=items.index).mask(items['is_valid'], 'valid').mask(items['split'] == 'test', 'test')
     used = pd.concat([dls.train.items, dls.valid.items])  # after balancing
     t = items.assign(part=part).groupby(['part', label]).size().unstack(fill_value=0).reindex(columns=TASKS[label], fill_value=0)
@@ -126,47 +124,35 @@ def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dic
     thr, _, metrics = ensemble_scores(members, s.threshold, s.sensitivity, out)
     return train_s, thr, metrics, pd.concat(logs, ignore_index=True)
 
+@settings_options(TrainSettings, CHOICES)
 def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
-          task:Annotated[str, _choices(*TASKS)]=DEFAULTS.task, # What to predict: NORMAL/PNEUMONIA (binary) or NORMAL/BACTERIA/VIRUS (multiclass)
-          arch:str=DEFAULTS.arch, # Architecture: vgg, a fastai xresnet such as xresnet18, or a timm model name
-          size:int=DEFAULTS.size, # Image side in pixels; images are squished to size x size
-          epochs:int=DEFAULTS.epochs, # Training epochs
-          lr:float=DEFAULTS.lr, # Peak learning rate (one_cycle) or starting learning rate (plateau)
-          bs:int=DEFAULTS.bs, # Batch size
-          balance:Annotated[str, _choices(*BALANCE)]=DEFAULTS.balance, # Class balancing of the training images
-          aug:Annotated[str, _choices(*AUG_PRESETS)]=DEFAULTS.aug, # Augmentation preset
-          split:Annotated[str, _choices(*SPLITS)]=DEFAULTS.split, # Validation split: grouped by patient, or by image as in the report
-          valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
-          seed:int=DEFAULTS.seed, # Random seed for the split, the shuffling and the initial weights
-          schedule:Annotated[str, _choices(*SCHEDULES)]=DEFAULTS.schedule, # Learning-rate schedule
-          threshold:Annotated[str, _choices(*THRESHOLD_METHODS)]=DEFAULTS.threshold, # Binary task: the decision rule, 'argmax' or a threshold picked on validation
-          sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity for --threshold sensitivity
-          out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
+          *, out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
           overwrite:bool=False, # Write into --out even if it already holds a model
-          fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on a CPU), on unless --no-fast-precision, which trains in float32
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
           ensemble:int=1, # Train this many models (seed, seed+1, ...: other initial weights and shuffling, same data and validation split) and average their probabilities
+          **kwargs, # The settings of the run: the fields of `TrainSettings`, defaults `DEFAULTS`
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
     "Train a chest X-ray classifier, evaluate it on the test split and save the model with a report"
     from xray_fastai.export import MAX_SIZE, MAX_MEMBERS, CONFIG
     start = time.perf_counter()
     command = current_command('train', f"train(data={data!r}, ...) from Python")
+    settings = TrainSettings(**kwargs)
+    task, arch, size, epochs, lr, bs, seed = (getattr(settings, k) for k in ('task', 'arch', 'size', 'epochs', 'lr', 'bs', 'seed'))
     for name, v, lo, hi in (('epochs', epochs, 1, math.inf), ('size', size, 16, MAX_SIZE), ('bs', bs, 2, math.inf),
                             ('seed', seed, 0, 2**32 - 1)):  # numpy's seeds
         if v < lo: raise CliError(f"--{name} must be at least {lo}, not {v}")
         if v > hi: raise CliError(f"--{name} must be at most {hi}, not {v}")
     if not (math.isfinite(lr) and 0 < lr <= 1): raise CliError(f"--lr must be a number in (0, 1], not {lr}")
-    if not 0 < valid_pct < 1: raise CliError(f"--valid-pct must be between 0 and 1, not {valid_pct}")
-    if threshold == 'sensitivity' and not 0 < sensitivity <= 1: raise CliError(f"--sensitivity must be in (0, 1], not {sensitivity}")
+    if not 0 < settings.valid_pct < 1: raise CliError(f"--valid-pct must be between 0 and 1, not {settings.valid_pct}")
+    if settings.threshold == 'sensitivity' and not 0 < settings.sensitivity <= 1:
+        raise CliError(f"--sensitivity must be in (0, 1], not {settings.sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
     if not 1 <= ensemble <= MAX_MEMBERS: raise CliError(f"--ensemble must be between 1 and {MAX_MEMBERS} models, not {ensemble}")
     check_arch(arch)
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
     from xray_fastai.experiments import protocol_learner, fit_and_evaluate
-    from xray_fastai.data import xray_source, data_record
+    from xray_fastai.images import xray_source; from xray_fastai.data import data_record
     from xray_fastai.export import save_model, save_ensemble
-    settings = TrainSettings(task, arch, size, epochs, lr, bs, balance, aug, split, valid_pct, seed, schedule, threshold, sensitivity,
-                             fast_precision)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     out = Path(out or f"runs/{task}-{arch}-{stamp}")
     check_run_folder(out, 'train', _run_files(), (out/CONFIG).exists(), _interrupted(out), overwrite, resume)
@@ -178,17 +164,18 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     dls = learn.dls
     table = _data_table(dls)
     print(table.to_string(), '\n')
-    run = dict(data=data_desc, size=size, epochs=epochs, lr=lr, balance=balance, aug=aug, split=split,
-               valid_pct=valid_pct, seed=seed, schedule=schedule, fast_precision=fast_precision)
-    info = dict(data=data_desc, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, schedule=schedule, balance=balance,
-                aug=aug, split=split, valid_pct=valid_pct, seed=seed, threshold_method=threshold if len(dls.vocab) == 2 else None,
-                mixed_precision=fast_precision)
+    s = settings
+    run = dict(data=data_desc, size=size, epochs=epochs, lr=lr, balance=s.balance, aug=s.aug, split=s.split,
+               valid_pct=s.valid_pct, seed=seed, schedule=s.schedule, fast_precision=s.fast_precision)
+    info = dict(data=data_desc, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, schedule=s.schedule, balance=s.balance,
+                aug=s.aug, split=s.split, valid_pct=s.valid_pct, seed=seed, threshold_method=s.threshold if len(dls.vocab) == 2 else None,
+                mixed_precision=s.fast_precision)
     has_test = (data_record(dls).items['split'] == 'test').any()
     if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
     if ensemble == 1: learn.add_cb(CheckpointCallback(out, run_settings(learn, **run), resume))  # checks a checkpoint to resume before any training
     try:
         if ensemble == 1:
-            rec = fit_and_evaluate(learn, epochs, lr, schedule, threshold, sensitivity, folder=out)
+            rec = fit_and_evaluate(learn, epochs, lr, s.schedule, s.threshold, s.sensitivity, folder=out)
             model = model_record(learn)
             train_s, metrics, log, thr = rec['train_s'], model.test_report, model.training_log, model.threshold
         else:
@@ -207,7 +194,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     info.update(date=datetime.datetime.now().isoformat(sep=' ', timespec='seconds'), command=command, hardware=hardware(), total_seconds=time.perf_counter()-start,
                 evaluated_on='test' if has_test else 'validation',
                 threshold_note=(f"The threshold {thr:.3f} on the PNEUMONIA probability was chosen on the validation split "
-                                f"({threshold}{', on the members’ averaged probabilities' if ensemble > 1 else ''}); "
+                                f"({s.threshold}{', on the members’ averaged probabilities' if ensemble > 1 else ''}); "
                                 "argmax is the same as a 0.5 threshold." if thr is not None else
                                 "Decisions are the most probable class."))
     write_summary(out, info, table, metrics)
@@ -240,7 +227,7 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
             adapt:bool=False, # First re-estimate the model's batch-norm statistics on the images being predicted (transductive; see `xray-fastai adapt`)
            ) -> pd.DataFrame: # One row per file: path, label, class probabilities, error (and adapted_on with --adapt)
     "Predict chest X-ray images with a saved model"
-    from xray_fastai.data import IMAGE_EXTS
+    from xray_fastai.images import IMAGE_EXTS
     from xray_fastai.export import load_model
     if not paths: raise CliError("give at least one image file or folder to predict")
     if bs < 1: raise CliError(f"--bs must be at least 1, not {bs}")
@@ -251,7 +238,7 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
         except OSError as e: raise CliError(f"--csv {csv}: cannot create its folder ({e.strerror})") from e
     pred = load_model(model_dir, allow_pickle=allow_pickle, device='cpu' if cpu else None)
     if adapt:
-        from xray_fastai.shift import adapted
+        from xray_fastai.adapt import adapted
         pred = adapted(pred, list(paths), bs=bs)
     df = pred.predict(list(paths), bs=bs)
     if df.empty: raise CliError(f"no image files found in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_EXTS))})")
@@ -280,7 +267,7 @@ def adapt(model_dir:str, # Model folder (one model or an ensemble) written by `x
          ) -> Path: # The new model folder
     "Adapt a saved model to a new site: re-estimate its batch-norm statistics on the site's unlabeled images, into a new folder"
     from xray_fastai.export import load_model, save_predictor, CONFIG
-    from xray_fastai.shift import adapted
+    from xray_fastai.adapt import adapted
     if not images: raise CliError("give the new site's images (files or folders) to adapt on")
     if out is None: raise CliError("--out is required: adapt writes a new model folder and never changes the source")
     if bs < 1: raise CliError(f"--bs must be at least 1, not {bs}")
@@ -308,10 +295,12 @@ def _usage() -> str:
             f"  --version  print the version and exit\n\n`xray-fastai COMMAND --help` lists a command's options. xray_fastai {xray_fastai.__version__}")
 
 def _parser(func, cmd:str) -> argparse.ArgumentParser:
-    "fastcore's `anno_parser` for `func`, without the '(default: True)' it writes after flags: a flag's help says what it does"
+    "fastcore's `anno_parser` for `func`: a flag's help says what it does (no '(default: True)'), a report option the values of its presets"
     p = anno_parser(func, prog=f'xray-fastai {cmd}')
     for a in p._actions:
         if isinstance(a.default, bool) and a.help: a.help = a.help.removesuffix(f' (default: {a.default})')
+        if isinstance(a, argparse._StoreFalseAction) and a.help: a.help = f"Turn off: {a.help[0].lower()}{a.help[1:]}"  # a `--no-X` flag
+        if cmd == 'report' and a.dest in PRESET_OPTIONS: a.help += f" ({preset_values(a.dest)})"  # declared in the presets, once
     return p
 
 def _call(func, ns:dict):
@@ -353,7 +342,7 @@ def _load_library() -> type:
     "Import the modules the commands run on (torch and fastai take seconds: `--help` and option errors do not wait for them); the toolkit's user-error class"
     with warnings.catch_warnings():  # fastai.layers compiles with `torch.jit.script`, which torch >= 2.10 deprecates: fastai's warning, not the user's
         warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
-        from xray_fastai.data import XrayDataError
+        from xray_fastai.images import XrayDataError
         import xray_fastai.learner, xray_fastai.export
     return XrayDataError
 

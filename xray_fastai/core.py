@@ -14,8 +14,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'BINARY', 'MULTICLASS', 'TASKS', 'BALANCE', 'SPLITS', 'AUG_PRESETS', 'SCHEDULES', 'THRESHOLD_METHODS',
-           'TrainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size', 'hardware', 'outlier_axes',
-           'check_figures']
+           'CHOICES', 'OPACITY_DETECTORS', 'ANOMALY', 'EMBEDDINGS', 'EXPLAIN', 'TrainSettings', 'AnomalySettings',
+           'EmbeddingSettings', 'ExplainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size', 'hardware',
+           'outlier_axes', 'check_figures']
 
 # %% ../nbs/00_core.ipynb #af8eb5ab
 @dataclass(frozen=True)
@@ -58,6 +59,39 @@ AUG_PRESETS = {  # the largest rotation (degrees), zoom, shear, shift (share of 
 }
 SCHEDULES = ('one_cycle', 'plateau')  # learning-rate schedules of `fit_xray`
 THRESHOLD_METHODS = ('youden', 'sensitivity', 'plateau', 'bootstrap', 'argmax')  # how `pick_threshold` chooses the binary decision threshold
+CHOICES = {'task': tuple(TASKS), 'balance': BALANCE, 'aug': tuple(AUG_PRESETS), 'split': SPLITS, 'schedule': SCHEDULES,
+           'threshold': THRESHOLD_METHODS}  # the values of each named setting of `TrainSettings`, as the command line offers them
+
+# %% ../nbs/00_core.ipynb #126c4324
+OPACITY_DETECTORS = ('opacity model', 'opacity body density', 'opacity model + body density', 'opacity patch memory, last 2 stages')  # the anomaly chapter's best scores of the synthetic-opacity model
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    "Task 3: detectors trained on healthy lungs only; `ANOMALY` holds the report's"
+    size:int=96 # Image side of the detectors, in pixels
+    bs:int=32 # Batch size (at most the classifiers')
+    aug:str='light' # Augmentation preset of the healthy training images
+    ae_widths:tuple=(16, 32, 64, 128) # Channels of the autoencoder's encoder stages; each halves the image side
+    ae_epochs:int=8 # Epochs of the autoencoder
+    ae_lr:float=3e-3 # Peak learning rate of the autoencoder
+    opacity_epochs:int=40 # Epochs of the synthetic-opacity detector
+    opacity_lr:float=2e-3 # Peak learning rate of the synthetic-opacity detector
+    detectors:tuple=OPACITY_DETECTORS # Scores of the synthetic-opacity model set beside the autoencoder's; validation AUROC picks one
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    "Task 2: kNN on a classifier's embeddings and a map of them; `EMBEDDINGS` holds the report's"
+    knn_by:str='balanced_accuracy' # Validation criterion that picks the kNN's k and metric
+    map_points:int=500 # Training images drawn for the t-SNE map, besides every test image
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    "Task 4: Grad-CAM pages and the pointing game; `EXPLAIN` holds the report's"
+    images_per_group:int=4 # Test images shown of each group (right, wrong; sick phantoms twice as many)
+    phantom_widths:tuple=(16, 32, 64, 128) # Channels of the CAM-ready VGG trained on phantoms for the pointing game
+    phantom_aug:str='none' # Its augmentation preset: the lesions stay where the masks say
+
+ANOMALY, EMBEDDINGS, EXPLAIN = AnomalySettings(), EmbeddingSettings(), ExplainSettings()
 
 # %% ../nbs/00_core.ipynb #7680aed9
 def umask() -> int:
@@ -179,6 +213,4 @@ def check_figures():
     "Make every matplotlib figure IPython shows carry `outlier_axes` in its output's metadata (`xray_outlier_axes`)"
     from matplotlib.figure import Figure
     Figure._repr_mimebundle_ = _figure_metadata
-
-if 'matplotlib.figure' in sys.modules: check_figures()   # a shell that shows figures has loaded matplotlib; the command line has not
 

@@ -15,10 +15,12 @@ from fastai.basics import *
 from fastai.distributed import *
 from accelerate import PartialState
 from .core import *
+from .images import *
 from .data import *
 from .learner import *
 from .experiments import protocol_learner, threshold_and_evaluate
 from .export import save_model
+from .runs import settings_options
 
 # %% auto #0
 __all__ = ['main', 'is_rank0', 'world_size', 'one_process', 'train_distributed']
@@ -56,35 +58,22 @@ def one_process():
         else: os.environ['WORLD_SIZE'] = old
 
 # %% ../nbs/12_distributed.ipynb #24f31358
+@settings_options(TrainSettings, CHOICES)
 def train_distributed(data:str=None, # Data folder or CSV; None means `$XRAY_DATA`, else the built-in phantoms
-                      out:str='runs/distributed', # Folder for the model and the test report (written by rank 0)
-                      task:str=DEFAULTS.task, # 'binary' or 'multiclass'
-                      arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
-                      size:int=DEFAULTS.size, # Image side in pixels
-                      epochs:int=DEFAULTS.epochs, # Training epochs
-                      lr:float=DEFAULTS.lr, # Peak (one-cycle) or starting (plateau) learning rate
-                      bs:int=DEFAULTS.bs, # Batch size of each process: N processes train on N×bs images per step
-                      aug:str=DEFAULTS.aug, # Augmentation preset
-                      seed:int=DEFAULTS.seed, # Seed for the split, the shuffling and the initial weights (the same on every rank)
-                      fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (bf16 on CPUs, bf16/fp16 on GPUs)
-                      balance:str=DEFAULTS.balance, # Class balancing of the training images
-                      split:str=DEFAULTS.split, # Validation split: grouped by patient, or by image
-                      valid_pct:float=DEFAULTS.valid_pct, # Share of the training images held out for validation
-                      schedule:str=DEFAULTS.schedule, # Learning-rate schedule: 'one_cycle' or 'plateau'
-                      threshold:str=DEFAULTS.threshold, # Binary task: the decision rule, 'argmax' or a threshold picked on validation
-                      sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
+                      *, out:str='runs/distributed', # Folder for the model and the test report (written by rank 0)
+                      **kwargs, # The fields of `TrainSettings` (`bs` is each process's batch: N processes train on N×bs images per step)
                      ) -> dict|None: # Test scores on rank 0; None on the other ranks
     "Train a classifier on every process of a launch; rank 0 evaluates it and writes the model and report into `out`"
     out = Path(out)
-    s = TrainSettings(task, arch, size, epochs, lr, bs, balance, aug, split, valid_pct, seed, schedule, threshold, sensitivity, fast_precision)
+    s = TrainSettings(**kwargs)
     PartialState(cpu=not torch.cuda.is_available())  # processes started by `torchrun` on CPUs: Accelerate would run each alone
     learn = rank0_first(protocol_learner, data, s, learner_kwargs=dict(path=out, model_dir='checkpoint'))  # rank 0 builds the cache
     with learn.distrib_ctx(sync_bn=torch.cuda.is_available()): learn.fit_xray(s.epochs, s.lr, s.schedule)
     n, log = len(learn.recorder.losses), training_log(learn)  # one smoothed loss per training batch of this process
     model_record(learn).training_log = log
     weights = sum(p.detach().double().sum().item() for p in learn.model.parameters())  # the same on every rank: gradients are shared
-    print(f"rank {rank_distrib()} of {world_size()}: trained {n} batches of {bs} images in {epochs} epoch(s) "
-          f"(one process alone: {len(learn.dls.train)*epochs}); weight sum {weights:.8e}", flush=True)
+    print(f"rank {rank_distrib()} of {world_size()}: trained {n} batches of {s.bs} images in {s.epochs} epoch(s) "
+          f"(one process alone: {len(learn.dls.train)*s.epochs}); weight sum {weights:.8e}", flush=True)
     distrib_barrier()  # every rank has reloaded the best epoch before its checkpoint goes
     if not is_rank0():
         print(f"rank {rank_distrib()} of {world_size()}: wrote no files", flush=True)

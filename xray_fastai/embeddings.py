@@ -19,6 +19,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.manifold import TSNE, trustworthiness
 from .phantoms import cache_dir
 from .core import *
+from .images import *
+from .items import *
 from .data import *
 from .models import embedding_layer, body_stages, eval_mode
 from .evaluate import classification_scores, plot_confusion, f1_macro, confusion_decisions

@@ -13,6 +13,7 @@ from fastcore.all import *
 from fastai.basics import *
 from fastai.interpret import ClassificationInterpretation
 from .core import *
+from .images import *
 from .data import *
 
 # %% auto #0

@@ -12,10 +12,13 @@ import pandas as pd, torch
 from fastcore.all import *
 from fastai.basics import *
 from .core import *
+from .images import *
+from .items import *
 from .data import *
 from .learner import *
 from .evaluate import *
 from .export import CONFIG, save_model, read_config, load_weights
+from .runs import settings_options
 
 # %% auto #0
 __all__ = ['protocol_learner', 'threshold_and_evaluate', 'fit_and_evaluate', 'train_classifier', 'member_learner',
@@ -72,31 +75,19 @@ def fit_and_evaluate(learn:Learner, # A classifier from `xray_learner` (or `prot
     return dict(train_s=train_s, **threshold_and_evaluate(learn, threshold, sensitivity, folder))
 
 @delegates(xray_dataloaders, but=[f.name for f in fields(TrainSettings)] + ['source'])
+@settings_options(TrainSettings, keep=True, cli=False)
 def train_classifier(source:str|Path|pd.DataFrame=None, # Data; None means `$XRAY_DATA`, else the built-in phantoms
                      task:str=DEFAULTS.task, # 'binary' or 'multiclass'
                      arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
-                     epochs:int=DEFAULTS.epochs, # Training epochs
-                     lr:float=DEFAULTS.lr, # Peak learning rate
-                     schedule:str=DEFAULTS.schedule, # 'one_cycle' or 'plateau'
-                     threshold:str=DEFAULTS.threshold, # How the binary threshold is chosen on validation
-                     seed:int=DEFAULTS.seed, # Seed for split, sampling, shuffling and weights
-                     learner_kwargs:dict=None, # Passed to `xray_learner`
+                     *, learner_kwargs:dict=None, # Passed to `xray_learner`
                      folder:str|Path=None, # Write the test report (figures, JSON) here
-                     size:int|tuple=DEFAULTS.size, # Image side in pixels, or (height, width)
-                     bs:int=DEFAULTS.bs, # Batch size
-                     balance:str|float=DEFAULTS.balance, # Class balancing of the training images
-                     aug:str|list=DEFAULTS.aug, # Augmentation preset or list of batch transforms
-                     split:str=DEFAULTS.split, # Validation split: 'patient' or 'report'
-                     valid_pct:float=DEFAULTS.valid_pct, # Share of the fitting images held out for validation
-                     sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
-                     fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision and channels_last
-                     **kwargs, # Passed to `xray_dataloaders`
+                     **kwargs, # The other fields of `TrainSettings` (defaults `DEFAULTS`); the rest passed to `xray_dataloaders`
                     ) -> tuple: # (learner, record of the settings, timing, validation and test scores)
     "Train one classifier with the toolkit's protocol; without arguments, the default run (`DEFAULTS`)"
-    given = locals()
+    given = {f.name: kwargs.pop(f.name) for f in fields(TrainSettings) if f.name in kwargs}
     lk = dict(learner_kwargs or {})
     if 'fast_precision' in lk: given['fast_precision'] = lk.pop('fast_precision')
-    s = TrainSettings(**{f.name: given[f.name] for f in fields(TrainSettings)})
+    s = TrainSettings(task=task, arch=arch, **given)
     learn = protocol_learner(source, s, lk, **kwargs)
     rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=folder)
     extra = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, tuple))}

@@ -13,21 +13,16 @@ import matplotlib.pyplot as plt
 from torch import Tensor
 from scipy import ndimage, stats
 from fastcore.all import *
-from fastai.callback.hook import hook_output, hook_outputs
-from fastai.data.core import TfmdDL, DataLoaders
+from fastai.callback.hook import hook_output
+from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.torch_core import one_param
-from fastprogress.fastprogress import progress_bar
-from torch.utils.data import DataLoader
 from .models import last_conv_layer, model_body, model_head, body_stages, eval_mode
 from .phantoms import lesion_mask
 
 # %% auto #0
 __all__ = ['BaseCAM', 'GradCAM', 'GradCAMPlusPlus', 'CAM', 'n_hooks', 'show_cam', 'cam_grid', 'phantom_batch', 'localisation',
            'candidate_layers', 'localise', 'pointing_game', 'randomisation_test', 'plot_randomisation',
-           'deletion_insertion', 'curve_auc', 'faithfulness', 'plot_curves', 'stage_activations',
-           'show_stage_activations', 'channel_maxima', 'images_at', 'unit_box', 'show_top_patches',
-           'activation_maximisation', 'show_activation_maximisation']
+           'deletion_insertion', 'curve_auc', 'faithfulness', 'plot_curves']
 
 # %% ../nbs/10_explain.ipynb #db10fc07
 def _minmax(t:Tensor, eps:float=1e-7) -> Tensor:
@@ -163,7 +158,7 @@ def cam_grid(
 
 # %% ../nbs/10_explain.ipynb #b2fc572b
 def phantom_batch(dls:DataLoaders, # The phantoms' `DataLoaders`
-                  items:pd.DataFrame, # Phantoms to load (rows of `dls.items`)
+                  items:pd.DataFrame, # Phantoms to load (rows of `dls.all_items`)
                  ) -> tuple: # (images, labels, lesion masks), on the CPU
     "All `items` as one batch of plain CPU tensors, with their lesion masks"
     x, y = dls.test_dl(items, with_labels=True, bs=len(items)).one_batch()
@@ -354,139 +349,3 @@ def plot_curves(curves:dict, # From `faithfulness`
         ax.set_ylabel('probability of the class')
     axs[0].legend(fontsize=8)
     return axs
-
-# %% ../nbs/10_explain.ipynb #7e9e9e46
-def stage_activations(
-    model:nn.Module, # An `xray_model`
-    x:Tensor, # Batch of images (B,C,H,W), normalised as for the model
-    stages:list=None, # `(name, module)` pairs; default `body_stages(model)`
-) -> dict: # {stage name: activations (B,C,h,w)}
-    "The output of every stage of the body for `x`, read through fastai hooks that are removed afterwards"
-    stages = stages or body_stages(model)
-    with eval_mode(model):
-        with hook_outputs([m for _,m in stages]) as hooks, torch.no_grad(): model(x)
-    return {n: h.stored.float() for (n,_),h in zip(stages, hooks)}
-
-def show_stage_activations(
-    acts:dict, # From `stage_activations`
-    img:Tensor=None, # The image (H,W) or (1,H,W), shown at the start of each row
-    i:int=0, # Which image of the batch
-    n:int=6, # Channels per stage: the `n` with the highest mean activation on this image
-    size:float=1.5, # Inches per map
-) -> plt.Figure:
-    "One row per stage: its `n` most active channels for image `i`, each titled with its index"
-    cols = n + (img is not None)
-    fig, axs = plt.subplots(len(acts), cols, figsize=(size*cols, size*len(acts)), squeeze=False)
-    for row, (name, a) in zip(axs, acts.items()):
-        a = a[i]
-        if img is not None: show_cam(img, ax=row[0], title=name)
-        for ax, c in zip(row[cols-n:], a.mean((1,2)).argsort(descending=True)[:n].tolist()):
-            ax.imshow(a[c], cmap='viridis'); ax.set_title(f"{'' if img is not None else name+' '}ch {c}", fontsize=8); ax.axis('off')
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/10_explain.ipynb #970f3e68
-def channel_maxima(
-    model:nn.Module, # A CNN
-    dl:DataLoader, # Unshuffled images to scan; labels, if any, are ignored
-    layer:nn.Module, # Layer whose channels are scanned
-    progress:bool=True, # Show a progress bar
-) -> dict: # value, row, col: (N,C) tensors; shape: the layer's (h,w)
-    "Every channel's largest activation at `layer` on every image of `dl`, and where it is"
-    vals, idxs = [], []
-    with eval_mode(model):
-        with hook_output(layer) as h, torch.no_grad():
-            for b in (progress_bar(dl, leave=False) if progress else dl):
-                model(b[0])
-                v, j = h.stored.float().as_subclass(Tensor).flatten(2).max(2)
-                vals.append(v.cpu()); idxs.append(j.cpu())
-    (hh, w), j = h.stored.shape[-2:], torch.cat(idxs)
-    return dict(value=torch.cat(vals), row=j // w, col=j % w, shape=(hh, w))
-
-def images_at(dl:TfmdDL, # A fastai `DataLoader`
-              idxs:list, # Indices into `dl.dataset`
-             ) -> tuple:
-    "The batch `dl` makes of the items at `idxs`, batch transforms included"
-    return dl.after_batch(dl.do_batch([dl.do_item(int(i)) for i in idxs]))
-
-def unit_box(
-    model:nn.Module, # A CNN
-    layer:nn.Module, # Layer of the unit
-    x:Tensor, # One image (C,H,W), normalised as for the model
-    channel:int, row:int, col:int, # The unit: channel and position at the layer's resolution
-    frac:float=0.05, # Keep input pixels whose gradient is at least this share of the largest
-) -> tuple: # (top, left, bottom, right), bottom and right exclusive
-    "The input box that moves one unit: where the unit's gradient with respect to the image is not negligible"
-    with eval_mode(model):
-        with hook_output(layer, detach=False) as h, torch.enable_grad():
-            xi = x[None].detach().clone().float().requires_grad_(True)
-            model(xi)
-            g = torch.autograd.grad(h.stored[0, channel, row, col], xi)[0].abs().sum((0,1))
-    r, c = torch.where(g >= frac*g.max())
-    return int(r.min()), int(c.min()), int(r.max())+1, int(c.max())+1
-
-def show_top_patches(
-    model:nn.Module, # A CNN
-    dl:TfmdDL, # The images `maxima` was computed on
-    layer:nn.Module, # Layer of the channel
-    channel:int, # Channel to show
-    maxima:dict=None, # From `channel_maxima`; computed if None
-    k:int=8, # Images to show
-    frac:float=0.05, # See `unit_box`
-    size:float=1.5, # Inches per patch
-) -> plt.Figure:
-    "The `k` images that excite `channel` most, cropped to the part of each that moves its strongest unit"
-    maxima = maxima or channel_maxima(model, dl, layer)
-    top = maxima['value'][:, channel].argsort(descending=True)[:k]
-    x = images_at(dl, top)[0].as_subclass(Tensor)
-    fig, axs = plt.subplots(1, len(top), figsize=(size*len(top), size+0.3), squeeze=False)
-    for ax, xi, i in zip(axs[0], x, top.tolist()):
-        t, l, b, r = unit_box(model, layer, xi, channel, maxima['row'][i, channel], maxima['col'][i, channel], frac)
-        show_cam(xi[:, t:b, l:r].cpu(), ax=ax, title=f"#{i}: {float(maxima['value'][i, channel]):.2f}")
-    fig.suptitle(f"channel {channel}: the {len(top)} strongest images", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/10_explain.ipynb #4af32962
-def activation_maximisation(
-    model:nn.Module, # A CNN
-    layer:nn.Module, # Layer of the channels
-    channels:list, # Channels to maximise, one image each
-    size:int|tuple=128, # Image size (H,W)
-    n_in:int=1, # Input channels
-    steps:int=200, # Adam steps
-    lr:float=0.05, # Adam's learning rate
-    jitter:int=4, # Random shift of the image at each step, in pixels (robustness to translation)
-    decay:float=1e-3, # L2 penalty on the image
-    blur_every:int=4, # Blur the image every this many steps (keeps high frequencies down)
-    sigma:float=0.5, # Width of that blur, in pixels
-    seed:int=0, # Seed of the starting noise and the jitter
-) -> Tensor: # (len(channels), n_in, H, W) images, in the model's normalised units
-    "Images that maximise the mean activation of each of `channels` at `layer` (Olah et al. 2017's regularised ascent)"
-    h, w = (size, size) if isinstance(size, int) else size
-    dev, g = one_param(model).device, torch.Generator().manual_seed(seed)
-    x = (0.1*torch.randn(len(channels), n_in, h, w, generator=g)).to(dev).requires_grad_(True)
-    ch, opt = torch.as_tensor(channels, device=dev), torch.optim.Adam([x], lr=lr)
-    with eval_mode(model):
-        with hook_output(layer, detach=False) as hk, torch.enable_grad():
-            for step in range(steps):
-                dy, dx = torch.randint(-jitter, jitter+1, (2,), generator=g).tolist()
-                model(torch.roll(x, (dy, dx), (2, 3)))
-                act = hk.stored.float()[torch.arange(len(ch), device=dev), ch].mean((1,2))
-                loss = -act.sum() + decay*(x**2).sum()
-                x.grad, = torch.autograd.grad(loss, x)  # only the image's gradient: the parameters' stay untouched
-                opt.step()
-                if blur_every and (step+1) % blur_every == 0:
-                    with torch.no_grad(): x.copy_(_blur(x, sigma))
-    return x.detach()
-
-def show_activation_maximisation(
-    imgs:Tensor, # From `activation_maximisation`
-    channels:list, # Their channels, for the titles
-    size:float=1.8, # Inches per image
-) -> plt.Figure:
-    "The images of `activation_maximisation` side by side"
-    fig, axs = plt.subplots(1, len(imgs), figsize=(size*len(imgs), size+0.2), squeeze=False)
-    for ax, im, c in zip(axs[0], imgs.cpu(), channels): show_cam(im, ax=ax, title=f"channel {c}")
-    fig.tight_layout()
-    return fig

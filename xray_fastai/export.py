@@ -15,12 +15,17 @@ from safetensors.torch import save_file, load_file
 from fastcore.all import *
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.tracker import SaveModelCallback
+from fastai.learner import Learner
+from fastprogress.fastprogress import progress_bar
 import xray_fastai
 from .core import *
+from .images import *
+from .items import *
 from .data import *
 from .learner import ModelRecord, model_record
 from .evaluate import finite_or_none
-from .data import _hw, _visible
+from .phantoms import _hw
+from .items import _visible
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'MAX_MEMBERS', 'XrayModelError',
@@ -402,7 +407,7 @@ def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensembl
         models.append(load_weights(sub, c, verify)); cfgs.append(c)
     return Ensemble(models, cfgs, [m['folder'] for m in config['ensemble']]).eval()
 
-def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its network changed (e.g. `shift.adapted`)
+def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its network changed (e.g. `adapt.adapted`)
                    folder:str|Path, # A new model folder
                    record:dict=None, # Added to the config (and to every member's): what was changed and how
                   ) -> Path: # The folder

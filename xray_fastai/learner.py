@@ -16,6 +16,8 @@ from fastai.callback.all import *
 from fastai.vision.learner import default_split
 from fastai.metrics import ActivationType
 from .core import *
+from .images import *
+from .items import *
 from .data import *
 from .models import xray_model
 from .phantoms import phantom_data

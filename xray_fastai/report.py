@@ -6,208 +6,69 @@ Docs: https://xray-fastai.github.io/xray_fastai/report.html.md"""
 
 # %% ../nbs/14_report.ipynb #d4dab7a7
 from __future__ import annotations
-import base64, datetime, functools, html, json, os, re, shutil, sys, tempfile, time
+import datetime, json, os, shutil, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from types import SimpleNamespace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 from fastcore.script import CliError
-from .core import DEFAULTS, atomic_write, hardware
-from .runs import check_run_folder, resume_command, current_command, check_arch, md_table, table_cell
+from .core import *
+from .runs import check_run_folder, resume_command, current_command, check_arch
+from .report_doc import *
 
 # %% auto #0
-__all__ = ['PRESETS', 'AE_WIDTHS', 'DETECTORS', 'MAP_POINTS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'report_items', 'ReportDoc',
-           'seed_noise', 'discuss_binary', 'discuss_multiclass', 'discuss_knn', 'discuss_anomaly', 'discuss_shift',
-           'discuss_pointing', 'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage',
-           'anomaly_stage', 'explain_stage', 'shift_stage', 'report_doc', 'write_report', 'check_report_folder',
-           'finished_stage', 'report']
+__all__ = ['PRESETS', 'PRESET_OPTIONS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'ReportPreset', 'preset_values', 'ReportRun',
+           'report_items', 'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage',
+           'anomaly_stage', 'explain_stage', 'shift_stage', 'write_report', 'check_report_folder', 'finished_stage',
+           'report']
 
 # %% ../nbs/14_report.ipynb #0c409682
-PRESETS = {  # None: the library's default
-    'phantoms': dict(size=64, epochs=6, ae_epochs=8, opacity_epochs=8, anomaly_size=64, bs=32),  # the built-in phantoms: a few minutes on a 2-core CPU
-    'data': dict(size=DEFAULTS.size, epochs=DEFAULTS.epochs, ae_epochs=8, opacity_epochs=40, anomaly_size=96, bs=DEFAULTS.bs),  # --data: the default run's classifiers; within 30 minutes on a 2-core CPU
-    'full': dict(size=224, epochs=None, ae_epochs=20, opacity_epochs=160, anomaly_size=96, bs=64),  # --full: 224 px classifiers and the anomaly chapter's 160-epoch detector, for a GPU
+@dataclass(frozen=True)
+class ReportPreset:
+    "The settings of every task of a report: the classifiers' (1a, 1b) and the other tasks'"
+    classifier:TrainSettings=DEFAULTS # Both classifiers, with their `task` set per stage
+    anomaly:AnomalySettings=ANOMALY # Task 3
+    embeddings:EmbeddingSettings=EMBEDDINGS # Task 2
+    explain:ExplainSettings=EXPLAIN # Task 4
+
+PRESETS = {
+    'phantoms': ReportPreset(replace(DEFAULTS, size=64, epochs=6, bs=32), replace(ANOMALY, size=64, opacity_epochs=8)),  # the built-in phantoms: a few minutes on a 2-core CPU
+    'data': ReportPreset(),  # --data: the default run's classifiers and the anomaly chapter's detector; within 30 minutes on a 2-core CPU
+    'full': ReportPreset(replace(DEFAULTS, size=224), replace(ANOMALY, ae_epochs=20, opacity_epochs=160)),  # --full: 224 px classifiers and the 160-epoch detector, for a GPU
 }
-AE_WIDTHS = (16, 32, 64, 128)  # the anomaly chapter's benchmark autoencoder
-DETECTORS = ('opacity model', 'opacity body density', 'opacity model + body density', 'opacity patch memory, last 2 stages')  # the anomaly chapter's best, beside the autoencoder
-MAP_POINTS = 500  # training images drawn for the t-SNE map, besides every test image
+
+PRESET_OPTIONS = {'size': ('classifier', 'size'), 'epochs': ('classifier', 'epochs'), 'bs': ('classifier', 'bs'),  # option -> its field
+                  'ae_epochs': ('anomaly', 'ae_epochs'), 'opacity_epochs': ('anomaly', 'opacity_epochs'), 'anomaly_size': ('anomaly', 'size')}
+
+def preset_values(option:str # One of `PRESET_OPTIONS`
+                 ) -> str:
+    "What each preset sets `option` to, as the option's help says it"
+    group, name = PRESET_OPTIONS[option]
+    return ', '.join(f"{'' if k == 'phantoms' else '--'}{k} {getattr(getattr(p, group), name)}" for k, p in PRESETS.items())
+
+@dataclass
+class ReportRun:
+    "What the stages of one report share: its data, folder and settings, the trained classifiers, and where progress lines go"
+    items:pd.DataFrame # The images (see `report_items`)
+    out:Path # The report folder
+    preset:ReportPreset # The settings of every task, the command's options applied
+    ensemble:int=1 # Members of each classifier
+    adapt:bool=False # Also score the classifiers adapted to the test images (transductive)
+    n:int=None # At most this many images of each class in each split
+    phantoms:bool=False # Whether the data are phantoms with lesion masks
+    write:Callable=print # Where progress lines go
+    learners:dict=field(default_factory=dict) # Task -> its trained learner (member 1 of an ensemble)
 
 def report_items(source:str|Path, # Data (see `xray_source`)
                  n:int=None, # At most this many images of each class in each split; None: all
                  seed:int=0, # Which images are drawn
                 ) -> pd.DataFrame: # Items, as `xray_items` gives them
     "The images of `source`, or a random draw of at most `n` of each class in each split"
-    from xray_fastai.data import xray_items
+    from xray_fastai.items import xray_items
     items = xray_items(source)
     if n is None: return items
     cls = items['multiclass'].fillna(items['binary'])
     return items.sample(frac=1, random_state=seed).groupby([items['split'], cls]).head(n).sort_index().reset_index(drop=True)
-
-# %% ../nbs/14_report.ipynb #3209cb8a
-def _inline_html(text:str) -> str:
-    "Escaped text with Markdown's `code` and **bold**"
-    t = html.escape(text, quote=False)
-    return re.sub(r'\*\*([^*]+)\*\*', r'<b>\1</b>', re.sub(r'`([^`]+)`', r'<code>\1</code>', t))
-
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45}"
-          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-          "img{max-width:100%}figcaption{font-size:.9em;color:#555}code{background:#f4f4f4}")
-
-class ReportDoc:
-    "A report as blocks (headings, paragraphs, tables, figures), written as Markdown or as one self-contained HTML page"
-    def __init__(self, title:str): self.title, self.blocks = title, []
-    def h(self, text:str, level:int=2): self.blocks.append(('h', level, text)); return self
-    def p(self, text:str): self.blocks.append(('p', text)); return self
-    def table(self, df:pd.DataFrame): self.blocks.append(('table', df)); return self
-    def figure(self, fn:str, caption:str): self.blocks.append(('figure', fn, caption)); return self
-
-    def markdown(self) -> str:
-        "The report in Markdown; figures are links to their files"
-        out = [f'# {self.title}']
-        for kind, *a in self.blocks:
-            if kind == 'h': out.append('#'*a[0] + ' ' + a[1])
-            elif kind == 'p': out.append(a[0])
-            elif kind == 'table': out.append(md_table(a[0]))
-            else: out.append(f'![{a[1]}]({a[0]})\n\n*{a[1]}*')
-        return '\n\n'.join(out) + '\n'
-
-    def html(self, folder:str|Path # The folder the figures' file names are relative to
-            ) -> str:
-        "The report as one HTML page, figures embedded as base64 PNG"
-        out = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-               f'<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>']
-        for kind, *a in self.blocks:
-            if kind == 'h': out.append(f'<h{a[0]}>{_inline_html(a[1])}</h{a[0]}>')
-            elif kind == 'p': out.append(f'<p>{_inline_html(a[0])}</p>')
-            elif kind == 'table': out.append(a[0].map(table_cell).to_html(border=0))  # formatted here: pandas would show an int in a float column as 8.000
-            else:
-                data = base64.b64encode((Path(folder)/a[0]).read_bytes()).decode()
-                out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(a[1])}">'
-                           f'<figcaption>{_inline_html(a[1])}</figcaption></figure>')
-        return '\n'.join(out + ['</body></html>']) + '\n'
-
-# %% ../nbs/14_report.ipynb #626125c1
-def _pts(a:float, b:float) -> str: return f"{100*abs(a - b):.1f} points"
-
-@functools.cache
-def seed_noise() -> dict:
-    "Seed-to-seed standard deviation of each difference the discussion states, measured over seeds in the published benchmarks"
-    from xray_fastai.experiments import published_results
-    b = pd.read_csv(published_results('recipe_binary_cpu128.csv'))   # the default recipe, 128 px, fresh seeds
-    b = b[b.variant == 'weighted']
-    m = pd.read_csv(published_results('recipe_multiclass_cpu128.csv'))
-    m = m[m.variant == 'weighted']
-    e = pd.read_csv(published_results('embeddings_cpu.csv'))          # kNN (the chapter's procedure) against the head
-    a = pd.read_csv(published_results('anomaly_opacity40_combined_cpu.csv'))
-    x = pd.read_csv(published_results('explain_phantoms_cpu_n3000.csv'))
-    recalls = m[[c for c in m if c.startswith('test_recall_')]].to_numpy()
-    return dict(sens_minus_spec=(b.test_sensitivity - b.test_specificity).std(), test_accuracy=b.test_accuracy.std(),
-                test_roc_auc=b.test_roc_auc.std(), class_recall=float(np.nanmean(recalls.std(0, ddof=1))),
-                **{f'knn_minus_head_{t}': (g.knn_chapter_accuracy - g.head_accuracy).std() for t, g in e.groupby('task')},
-                anomaly_auroc=a.groupby('variant').test_auroc.std().mean(), pointing_hit=x.test_hit.std())
-
-def _differ(a:float, b:float, noise:float) -> bool:
-    "Whether `a` and `b` differ by more than the seed noise measured for that difference"
-    return abs(a - b) > noise
-
-def discuss_binary(rec:dict, # From `train_classifier`: binary, with a test split
-                   noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
-                  ) -> list: # Sentences
-    "What the binary classifier's numbers say: the sensitivity/specificity balance at its decision rule, and validation vs test"
-    noise = noise or seed_noise()
-    sens, spec = rec['test_thr_sensitivity'], rec['test_thr_specificity']
-    gap = f"a gap of {_pts(sens, spec)}, more than the {100*noise['sens_minus_spec']:.1f} points it moves from seed to seed"
-    side = (f"{gap}: it calls pneumonia too readily (healthy lungs flagged)" if sens - spec > noise['sens_minus_spec'] else
-            f"{gap}: it misses pneumonia more often than it flags healthy lungs" if spec - sens > noise['sens_minus_spec'] else
-            f"alike within the {100*noise['sens_minus_spec']:.1f} points the gap moves from seed to seed")
-    rule = ("At the argmax (the more probable class)" if rec.get('threshold_method') == 'argmax' else
-            f"At its decision threshold ({rec['threshold']:.3f}, chosen on validation by `{rec.get('threshold_method')}`)")
-    out = [f"{rule} it finds {sens:.1%} of the pneumonias and clears {spec:.1%} of the healthy lungs: {side}."]
-    v, t = rec['valid_accuracy'], rec['test_thr_accuracy']
-    out.append(f"Validation accuracy {v:.3f}, test accuracy {t:.3f}: "
-               + (f"{_pts(v, t)} lower on test, more than the {100*noise['test_accuracy']:.1f} points test accuracy moves from "
-                  "seed to seed; the test split was collected apart from the training images (see the shift chapter)."
-                  if v - t > noise['test_accuracy'] else "alike, within the seed noise, so the validation split predicted the test score."))
-    return out
-
-def discuss_multiclass(rec:dict, # From `train_classifier`: multiclass
-                       vocab:list, # Class names
-                       noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
-                      ) -> list: # Sentences
-    "What the 3-class numbers say: the hardest class, when it stands out from the seed noise, and the most frequent confusion"
-    from xray_fastai.evaluate import per_class_recall, confusion_decisions   # fastai: imported when needed
-    noise = noise or seed_noise()
-    c = np.array(rec['test_confusion'], float)
-    recall = per_class_recall(*confusion_decisions(c), n_classes=len(c))
-    lo, second = np.argsort(recall)[:2]
-    hardest = (f"the hardest class is {vocab[lo]}" if _differ(recall[lo], recall[second], noise['class_recall']) else
-               f"{vocab[lo]} and {vocab[second]} are alike, the lowest two within the seed noise of a class's recall "
-               f"({100*noise['class_recall']:.1f} points)")
-    off = c.copy(); np.fill_diagonal(off, 0)
-    t, p = np.unravel_index(off.argmax(), off.shape)
-    return [f"Test accuracy {rec['test_accuracy']:.3f}, balanced accuracy {rec['test_balanced_accuracy']:.3f}. "
-            f"Recall per class: " + ', '.join(f"{v} {r:.1%}" for v, r in zip(vocab, recall)) + f"; {hardest}.",
-            f"The most frequent mistake is {vocab[t]} called {vocab[p]} ({int(off[t, p])} of {int(c[t].sum())} test images)."]
-
-def discuss_knn(task:str, # 'binary' or 'multiclass'
-                r:dict, # One task's embeddings record
-                noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
-               ) -> str:
-    "Whether the kNN vote or the network's head is better on test, beyond the seed noise, and what validation said"
-    noise = noise or seed_noise()
-    h, k, n = r['head']['accuracy'], r['knn']['accuracy'], noise[f'knn_minus_head_{task}']
-    verdict = (f"{'the head' if h > k else 'the kNN vote'} is better on test ({'head' if h > k else 'kNN'} {max(h, k):.3f} vs "
-               f"{min(h, k):.3f}, {_pts(h, k)}, more than the {100*n:.1f} points the difference moves from seed to seed)"
-               if _differ(h, k, n) else f"the head and the kNN vote are alike on test (head {h:.3f}, kNN {k:.3f}, within the "
-               f"{100*n:.1f} points the difference moves from seed to seed)")
-    return (f"{task}: {verdict}; on validation the head scored {r['head_valid_accuracy']:.3f} and the kNN procedure, "
-            f"cross-fitted, {r['knn_valid_accuracy']:.3f}.")
-
-def discuss_anomaly(table:pd.DataFrame, # From `anomaly_results`, a `detector` column naming each score's model
-                    classifier_auc:float=None, # The binary classifier's test ROC AUC, for comparison
-                    noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
-                   ) -> list: # Sentences
-    "Which score validation picks, how it compares with the plain autoencoder, how it ranks sick lungs on test, how far it is from the classifier"
-    noise = noise or seed_noise()
-    best = table.loc[table.valid_auroc.idxmax()]
-    auc, n = best.test_auroc, noise['anomaly_auroc']
-    out = [f"Validation picks `{best.variant}` (validation AUROC {best.valid_auroc:.3f}); on test its AUROC is {auc:.3f}"
-           + (", below 0.5: it scores sick lungs as *more* normal than healthy ones." if auc < 0.5 else ", above chance." if auc < 0.7 else ".")]
-    ae = table[table.variant.str.startswith('autoencoder')]
-    if len(ae) and not best.variant.startswith('autoencoder'):
-        a = ae.loc[ae.valid_auroc.idxmax()]
-        out.append(f"The plain autoencoder's best score, `{a.variant}`, reaches a test AUROC of {a.test_auroc:.3f}"
-                   + (" (below chance: sick lungs are rebuilt *better* than healthy ones)" if a.test_auroc < 0.5 else "")
-                   + (f", {_pts(auc, a.test_auroc)} {'below' if auc > a.test_auroc else 'above'} the picked detector."
-                      if _differ(auc, a.test_auroc, n) else ", alike within the seed noise."))
-    out.append(f"At its threshold (the 95th percentile of validation normals) it flags {best.test_sensitivity:.1%} of sick "
-               f"and {1 - best.test_specificity:.1%} of healthy test lungs.")
-    if classifier_auc is not None:
-        out.append(f"The binary classifier, which saw sick lungs in training, reaches a test AUC of {classifier_auc:.3f}: "
-                   + (f"{_pts(classifier_auc, auc)} {'above' if classifier_auc > auc else 'below'} the detector trained on healthy lungs only."
-                      if _differ(classifier_auc, auc, np.hypot(n, noise['test_roc_auc'])) else "alike within the seed noise of the two."))
-    return out
-
-def discuss_shift(r:dict, # The shift stage's record
-                  binary:dict, # The binary classifier's record
-                 ) -> str:
-    "How far apart the training and test collections look, class by class, beside the binary classifier's validation and test accuracy"
-    auc, normal = r['domain_auc'], r.get('domain_auc_NORMAL')
-    return (f"A linear model tells test images from training images with AUC {auc:.3f}"
-            + (f" ({normal:.3f} among the healthy lungs alone)" if normal is not None else "")
-            + (": the two collections look alike to it" if auc < 0.6 else ": the test images give their collection away")
-            + f". The binary classifier scored {binary['valid_accuracy']:.3f} on validation images from the training folder and "
-            f"{binary['test_thr_accuracy']:.3f} on the test folder.")
-
-def discuss_pointing(r:dict, # The pointing game's record
-                     noise:dict=None, # Seed noise of each number (`seed_noise()` by default)
-                    ) -> str:
-    "How often Grad-CAM's peak falls on the lesion, against chance"
-    noise = noise or seed_noise()
-    s = (f"On the test phantoms Grad-CAM's peak falls on the lesion in {r['test_hit']:.1%} of sick images at layer "
-         f"`{r['layer']}` (chosen on validation, {r['valid_hit']:.1%}); a point drawn at random would hit it {r['hit_chance']:.1%} of the time")
-    if _differ(r['test_hit'], r['hit_chance'], noise['pointing_hit']):
-        return s + f": the maps hit {r['test_hit']/max(r['hit_chance'], 1e-9):.1f}× as often as chance."
-    return s + f": alike, within the {100*noise['pointing_hit']:.1f} points the hit rate moves from seed to seed."
 
 # %% ../nbs/14_report.ipynb #e059d5e8
 def _save_fig(fig, out:Path, name:str) -> str:
@@ -231,13 +92,12 @@ def plot_training(log:pd.DataFrame, # From `training_log`: one row per epoch
     return fig
 
 # %% ../nbs/14_report.ipynb #1ba48950
-def _ensemble(ctx:SimpleNamespace, task:str, learn, rec:dict, folder:Path) -> dict:
+def _ensemble(ctx:ReportRun, task:str, learn, rec:dict, folder:Path) -> dict:
     "Train members 1 to N-1 beside `learn` (member 0) on its data and split; save the ensemble; the record's scores become the members' averaged ones"
-    from dataclasses import replace
     from xray_fastai.experiments import fit_and_evaluate, member_learner, ensemble_scores
     from xray_fastai.export import save_model, save_ensemble
     from xray_fastai.learner import EpochLines
-    s = replace(DEFAULTS, task=task, arch=ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, **({'epochs': ctx.epochs} if ctx.epochs else {}))
+    s = replace(ctx.preset.classifier, task=task)
     learners, members = [learn], [dict(seed=s.seed, test_accuracy=rec['test_accuracy'])]
     for i in range(1, ctx.ensemble):
         m = member_learner(learn.dls, s, i, dict(cbs=[EpochLines(ctx.write, f'{task} member {i+1}/{ctx.ensemble}')]))
@@ -254,7 +114,7 @@ def _ensemble(ctx:SimpleNamespace, task:str, learn, rec:dict, folder:Path) -> di
     if thr is not None: rec.update({f'test_thr_{k}': v for k, v in keep(test['threshold']).items() if k not in ('n', 'roc_auc')})
     return rec
 
-def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
+def classifier_stage(ctx:ReportRun, # The run: items, settings, out, write
                      task:str, # 'binary' or 'multiclass'
                     ) -> dict:
     "Task 1a or 1b: train with `train_classifier` (an ensemble's other members with `member_learner`), save the model for `predict`, record scores and figures"
@@ -263,10 +123,9 @@ def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
     from xray_fastai.learner import model_record, EpochLines
     folder = ctx.out/task
     single = folder if ctx.ensemble == 1 else folder/'member0'
-    epochs = dict(epochs=ctx.epochs) if ctx.epochs else {}
     label = task if ctx.ensemble == 1 else f'{task} member 1/{ctx.ensemble}'
-    learn, rec = train_classifier(ctx.items, task, ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs, folder=single,
-                                  learner_kwargs=dict(cbs=[EpochLines(ctx.write, label)]), **epochs)
+    learn, rec = train_classifier(ctx.items, **{**asdict(ctx.preset.classifier), 'task': task}, folder=single,
+                                  learner_kwargs=dict(cbs=[EpochLines(ctx.write, label)]))
     ctx.learners[task] = learn
     save_model(learn, single, training=dict(train_s=rec['train_s'], report=True))
     log = model_record(learn).training_log
@@ -280,23 +139,23 @@ def classifier_stage(ctx:SimpleNamespace, # The run: items, settings, out, write
         shutil.copyfile(folder/f'{f}.png', ctx.out/'figures'/f'{task}-{f}.png'); figs.append(f'figures/{task}-{f}.png')
     return dict(record=rec, figures=figs)
 
-def trained_classifier(ctx:SimpleNamespace, task:str):
+def trained_classifier(ctx:ReportRun, task:str):
     "The learner of a finished classifier stage (member 1 of an ensemble): from this run, or rebuilt from its saved model (a resumed report)"
     if task not in ctx.learners:
         from xray_fastai.experiments import saved_or_trained
-        ctx.learners[task] = saved_or_trained(ctx.out/task/('member0' if ctx.ensemble > 1 else ''), source=ctx.items, task=task,
-                                              arch=ctx.arch, seed=ctx.seed, size=ctx.size, bs=ctx.bs)[0]
+        ctx.learners[task] = saved_or_trained(ctx.out/task/('member0' if ctx.ensemble > 1 else ''), source=ctx.items,
+                                              **{**asdict(ctx.preset.classifier), 'task': task})[0]
     return ctx.learners[task]
 
 # %% ../nbs/14_report.ipynb #d8e18232
-def embeddings_stage(ctx:SimpleNamespace) -> dict:
+def embeddings_stage(ctx:ReportRun) -> dict:
     "Task 2: kNN on each classifier's embeddings against its head (`choose_knn`, `crossfit_accuracy`), and a t-SNE map"
     from xray_fastai.embeddings import get_embeddings, choose_knn, crossfit_accuracy, knn_vs_head, plot_knn_vs_head, embedding_map, plot_map
     rec, figs = {}, []
     for task in ('binary', 'multiclass'):
         learn = trained_classifier(ctx, task)
         embs = {s: {'embedding': get_embeddings(learn, s, cache=False, progress=False)} for s in ('train', 'valid', 'test')}
-        _, knn, _ = choose_knn(embs)
+        _, knn, _ = choose_knn(embs, by=ctx.preset.embeddings.knn_by)
         test = embs['test']['embedding']
         _, res = knn_vs_head(learn, knn, test)
         (hn, head), (kn, vote) = res.items()
@@ -308,8 +167,9 @@ def embeddings_stage(ctx:SimpleNamespace) -> dict:
         figs.append(_save_fig(plot_knn_vs_head(res, learn.dls.vocab, f'{task}: test split'), ctx.out, f'embeddings-{task}-confusion'))
         if task == 'binary':
             train = embs['train']['embedding']
-            pick = np.random.default_rng(ctx.seed).permutation(len(train))[:MAP_POINTS]
-            xy = embedding_map(np.concatenate([train.x[pick], test.x]), seed=ctx.seed)
+            seed = ctx.preset.classifier.seed
+            pick = np.random.default_rng(seed).permutation(len(train))[:ctx.preset.embeddings.map_points]
+            xy = embedding_map(np.concatenate([train.x[pick], test.x]), seed=seed)
             is_test = np.r_[np.zeros(len(pick), bool), np.ones(len(test), bool)]
             wrong = np.r_[np.zeros(len(pick), bool), _wrong(learn, test)]
             ax = plot_map(xy, np.r_[train.y[pick], test.y], test.vocab, is_test, wrong, 'binary classifier: t-SNE of the embeddings')
@@ -322,15 +182,17 @@ def _wrong(learn, test) -> np.ndarray:
     return probs.argmax(1).numpy() != test.y
 
 # %% ../nbs/14_report.ipynb #94e079ca
-def anomaly_stage(ctx:SimpleNamespace) -> dict:
+def anomaly_stage(ctx:ReportRun) -> dict:
     "Task 3: detectors trained on healthy lungs only - the plain autoencoder and the synthetic-opacity model with its densities and patch memory; validation AUROC picks"
     from xray_fastai.data import xray_dataloaders
     from xray_fastai.learner import EpochLines
-    from xray_fastai.anomaly import autoencoder_scores, opacity_scores, anomaly_results, plot_score_hist, plot_score_rocs
-    dls = xray_dataloaders(ctx.items, task='normal_only', size=ctx.anomaly_size, bs=min(ctx.bs, 32), aug='light', seed=ctx.seed)
-    ae = autoencoder_scores(dls, ctx.seed, ctx.ae_epochs, 3e-3, name='autoencoder', density=False, widths=AE_WIDTHS,
+    from xray_fastai.anomaly import autoencoder_scores, anomaly_results, plot_score_hist, plot_score_rocs
+    from xray_fastai.opacity import opacity_scores
+    a, seed = ctx.preset.anomaly, ctx.preset.classifier.seed
+    dls = xray_dataloaders(ctx.items, task='normal_only', size=a.size, bs=min(ctx.preset.classifier.bs, a.bs), aug=a.aug, seed=seed)
+    ae = autoencoder_scores(dls, seed, a.ae_epochs, a.ae_lr, name='autoencoder', density=False, widths=a.ae_widths,
                             cbs=[EpochLines(ctx.write, 'autoencoder')])
-    op = opacity_scores(dls, ctx.seed, ctx.opacity_epochs, 2e-3, names=list(DETECTORS), cbs=[EpochLines(ctx.write, 'opacity model')])
+    op = opacity_scores(dls, seed, a.opacity_epochs, a.opacity_lr, names=list(a.detectors), cbs=[EpochLines(ctx.write, 'opacity model')])
     trained = {**ae, **op}
     scores = {k: f for k, (f, _) in trained.items()}
     table, images = anomaly_results(scores, dls, progress=False)
@@ -342,12 +204,12 @@ def anomaly_stage(ctx:SimpleNamespace) -> dict:
                       ctx.out, 'anomaly-histograms')]
     figs.append(_save_fig(plot_score_rocs({k: test[k].to_numpy() for k in scores}, test).figure, ctx.out, 'anomaly-roc'))
     n_fit = dict(train=len(dls.train.items), valid_normal=len(dls.valid.items))
-    return dict(record=dict(table=table.to_dict('records'), picked=picked, size=ctx.anomaly_size, images=n_fit,
-                            autoencoder=dict(widths=list(AE_WIDTHS), epochs=ctx.ae_epochs, lr=3e-3, train_s=next(iter(ae.values()))[1]),
-                            opacity=dict(epochs=ctx.opacity_epochs, lr=2e-3, train_s=next(iter(op.values()))[1])), figures=figs)
+    return dict(record=dict(table=table.to_dict('records'), picked=picked, size=a.size, images=n_fit,
+                            autoencoder=dict(widths=list(a.ae_widths), epochs=a.ae_epochs, lr=a.ae_lr, train_s=next(iter(ae.values()))[1]),
+                            opacity=dict(epochs=a.opacity_epochs, lr=a.opacity_lr, train_s=next(iter(op.values()))[1])), figures=figs)
 
 # %% ../nbs/14_report.ipynb #4ab27855
-def explain_stage(ctx:SimpleNamespace) -> dict:
+def explain_stage(ctx:ReportRun) -> dict:
     "Task 4: Grad-CAM on right and wrong test images of the binary classifier; the pointing game on phantoms"
     from torch import Tensor
     from xray_fastai.learner import EpochLines
@@ -356,34 +218,35 @@ def explain_stage(ctx:SimpleNamespace) -> dict:
     dl = learn.dls.test_split_dl()
     probs, y = learn.get_preds(dl=dl)
     right = (probs.argmax(1) == y).numpy()
-    rows = pd.concat([dl.items[right][:4], dl.items[~right][:4]])
+    k = ctx.preset.explain.images_per_group
+    rows = pd.concat([dl.items[right][:k], dl.items[~right][:k]])
     x, yb = (t.as_subclass(Tensor) for t in learn.dls.test_dl(rows, with_labels=True, bs=len(rows)).one_batch())
-    with GradCAM(learn.model) as cam: fig = cam_grid(cam, x, yb, learn.dls.vocab, ncols=4)
+    with GradCAM(learn.model) as cam: fig = cam_grid(cam, x, yb, learn.dls.vocab, ncols=k)
     figs = [_save_fig(fig, ctx.out, 'gradcam-test')]
     if ctx.phantoms: plearn = learn  # the binary classifier already learnt the phantoms
     else:
         from xray_fastai.phantoms import phantom_data
         from xray_fastai.experiments import train_classifier
-        epochs = dict(epochs=ctx.epochs) if ctx.epochs else {}
-        plearn, _ = train_classifier(report_items(phantom_data(), ctx.n, ctx.seed), 'binary', 'vgg', seed=ctx.seed, size=ctx.size,
-                                     bs=ctx.bs, aug='none', learner_kwargs=dict(model_kwargs=dict(widths=(16, 32, 64, 128), hidden=()),
-                                                                                cbs=[EpochLines(ctx.write, 'phantom classifier')]), **epochs)
+        c, ex = ctx.preset.classifier, ctx.preset.explain
+        plearn, _ = train_classifier(report_items(phantom_data(), ctx.n, c.seed), 'binary', 'vgg', seed=c.seed, size=c.size, bs=c.bs,
+                                     epochs=c.epochs, aug=ex.phantom_aug, learner_kwargs=dict(model_kwargs=dict(widths=ex.phantom_widths, hidden=()),
+                                                                                             cbs=[EpochLines(ctx.write, 'phantom classifier')]))
     res = pointing_game(plearn)
     m, layer = plearn.model, candidate_layers(plearn.model)[res['layer']]
     xt, yt, mt = phantom_batch(plearn.dls, plearn.dls.test_split_dl().items)
     res['hit_chance'] = float(localise(m, GradCAM, layer, xt, yt, mt).hit_chance.mean())
-    sick = (yt == 1).nonzero()[:8, 0]
-    with GradCAM(m, layer) as cam: fig = cam_grid(cam, xt[sick], yt[sick], plearn.dls.vocab, targets=1, ncols=4)
+    sick = (yt == 1).nonzero()[:2*k, 0]
+    with GradCAM(m, layer) as cam: fig = cam_grid(cam, xt[sick], yt[sick], plearn.dls.vocab, targets=1, ncols=k)
     figs.append(_save_fig(fig, ctx.out, 'gradcam-phantoms'))
-    shown = dict(right=int(min(4, right.sum())), wrong=int(min(4, (~right).sum())))
+    shown = dict(right=int(min(k, right.sum())), wrong=int(min(k, (~right).sum())))
     return dict(record=dict(pointing_game=res, gradcam_images=shown), figures=figs)
 
-def _adapted(ctx:SimpleNamespace, task:str) -> dict:
-    "The saved classifier (or ensemble) adapted to the unlabeled test images (`shift.adapted`, transductive) and its test scores, or why it refused"
+def _adapted(ctx:ReportRun, task:str) -> dict:
+    "The saved classifier (or ensemble) adapted to the unlabeled test images (`adapt.adapted`, transductive) and its test scores, or why it refused"
     import torch
-    from xray_fastai.data import load_xray, XrayDataError
+    from xray_fastai.images import load_xray, XrayDataError
     from xray_fastai.export import load_model
-    from xray_fastai.shift import adapted
+    from xray_fastai.adapt import adapted
     from xray_fastai.evaluate import classification_scores
     pred = load_model(ctx.out/task)
     test = ctx.items[ctx.items['split'] == 'test']
@@ -395,144 +258,13 @@ def _adapted(ctx:SimpleNamespace, task:str) -> dict:
     scores = classification_scores(probs, y, site.threshold if task == 'binary' else None)
     return dict(n_images=len(imgs), **{k: v for k, v in scores.items() if k != 'confusion'})
 
-def shift_stage(ctx:SimpleNamespace) -> dict:
+def shift_stage(ctx:ReportRun) -> dict:
     "The test shift: how well a label-free linear model tells test images from the training folder's (`domain_classifier`); with `--adapt`, both classifiers adapted to the unlabeled test images, scored apart (transductive)"
     from xray_fastai.shift import domain_classifier
     r = domain_classifier(ctx.items)
     rec = dict(domain_auc=r['auc'], **{f'domain_auc_{c}': r[f'auc_{c}'] for c in ('NORMAL', 'PNEUMONIA') if f'auc_{c}' in r})
     if ctx.adapt: rec['adapted'] = {task: _adapted(ctx, task) for task in ('binary', 'multiclass')}
     return dict(record=rec, figures=[])
-
-# %% ../nbs/14_report.ipynb #1561f7ed
-_APPROACH = {
-    'binary': "A {arch} trained from scratch with the library's protocol (`train_classifier`: one-cycle schedule, mixed "
-              "precision, class balance `{balance}`, the best epoch by validation AUC kept), its decision rule `{rule}` "
-              "(a threshold chosen on the validation split, or 0.5 for the argmax), then scored once on the test split, "
-              "at the argmax and at that rule's threshold.",
-    'multiclass': "The same protocol for NORMAL / BACTERIA / VIRUS, the best epoch by validation balanced accuracy; decisions "
-                  "are the most probable class.",
-    'embeddings': "Each classifier's embedding (the input of its last layer) for every image. A kNN vote on them, its `k`, "
-                  "distance and weighting chosen on validation (`choose_knn`), against the network's own head on the same "
-                  "test images; the kNN's validation accuracy is cross-fitted (`crossfit_accuracy`: choices made on half of "
-                  "the validation patients, scored on the other half). The map: t-SNE of the binary model's embeddings of "
-                  "{map_points} training images (dots) and every test image (triangles, mistakes circled).",
-    'anomaly': "Two detectors trained on healthy lungs only, at {size} px. A convolutional autoencoder (widths {widths}) "
-               "rebuilds them; its reconstruction error (MSE, and 1 − SSIM) is an anomaly score. The anomaly chapter's best "
-               "detector, a VGG trained to find synthetic opacities planted in healthy lungs, gives four more: its "
-               "probability of an opacity, the density of its body's features among healthy lungs', the two summed, and a "
-               "memory of healthy patch features (PatchCore-style, its last two stages). Each score's threshold is the 95th "
-               "percentile of the validation normals' scores; the validation AUROC (held-out training patients, healthy "
-               "and sick) picks the score; the test split is scored once (`anomaly_results`).",
-    'adapt': "`--adapt`: each classifier (every member of an ensemble) with its batch-norm statistics re-estimated on the "
-             "unlabeled test images (`shift.adapted`: exact, layer by layer; refused on mostly one class), then scored on them. "
-             "It looked at the test images, so these rows are transductive: they show what adapting to a new site's own "
-             "images gives, and say nothing about how the trained model generalises.",
-    'shift': "The test folder was collected apart from the training folder. A linear model on label-free image features "
-             "(a 32 px thumbnail and an intensity histogram, `domain_classifier`) is trained to tell the two apart, "
-             "patients kept within one fold: an AUC of 0.5 means the collections look alike, 1.0 that every image "
-             "gives its origin away.",
-    'explain': "Grad-CAM maps of the binary classifier for up to four right and four wrong test images (right first). "
-               "Then the pointing game on phantoms, whose lesions are known: the layer is chosen on the validation "
-               "phantoms, and a test phantom is a hit when the map's peak falls within 3 pixels of its lesion "
-               "(`pointing_game`). {phantoms}",
-}
-
-def _table(d:dict, index:str) -> pd.DataFrame:
-    "A {column: {row: value}} table, missing values as None (written '–')"
-    df = pd.DataFrame(d, dtype=object)  # an int stays an int
-    return df.where(df.notna(), None).rename_axis(index)
-
-def _scores(rec:dict) -> pd.DataFrame:
-    "Validation and test scores of a classifier record, side by side"
-    binary = rec['test_thr_confusion'] is not None
-    names = ['accuracy', 'balanced_accuracy', 'roc_auc'] + (['sensitivity', 'specificity', 'f1'] if binary else ['f1_macro'])
-    cols = ({'validation (threshold)': 'valid_', 'test (argmax)': 'test_', 'test (threshold)': 'test_thr_'} if binary
-            else {'validation': 'valid_', 'test': 'test_'})
-    return _table({c: {s: rec.get(p + s) for s in names} for c, p in cols.items()}, 'score')
-
-def _figures(doc:ReportDoc, res:dict, captions:dict):
-    for f in res['figures']: doc.figure(f, captions.get(Path(f).stem, Path(f).stem))
-
-_CAPTIONS = {'binary-training': 'Task 1a: losses and validation metrics per epoch', 'binary-confusion': 'Task 1a: test confusion matrices',
-             'binary-roc': 'Task 1a: ROC on the test split', 'multiclass-training': 'Task 1b: losses and validation metrics per epoch',
-             'multiclass-confusion': 'Task 1b: test confusion matrix', 'multiclass-roc': 'Task 1b: ROC of each class against the rest',
-             'embeddings-binary-confusion': 'Task 2: head and kNN on the binary test split',
-             'embeddings-multiclass-confusion': 'Task 2: head and kNN on the 3-class test split',
-             'embeddings-tsne': 'Task 2: t-SNE map of the binary model\'s embeddings', 'anomaly-histograms':
-             'Task 3: test scores per class (share of each class per bin) of the picked score and the autoencoder\'s, with the thresholds',
-             'anomaly-roc': 'Task 3: ROC of every anomaly score on the test split',
-             'gradcam-test': 'Task 4: Grad-CAM of the predicted class on right (first) and wrong test images',
-             'gradcam-phantoms': 'Task 4: Grad-CAM of the sick class on sick test phantoms, at the layer the pointing game chose'}
-
-def report_doc(info:dict, # Settings and facts of the run
-               res:dict, # Stage name -> its result (record, figures, seconds)
-               items:pd.DataFrame, # The images used
-              ) -> ReportDoc:
-    "The report laid out like the course report: data, then per task approach, settings, results, figures and discussion"
-    doc = ReportDoc(f"Chest X-ray report: {info['data']}")
-    doc.p(f"Made {info['date']} with `{info['command']}` in {info['total_seconds']:.0f} s on {info['hardware']}. "
-          f"Preset `{info['preset']}`: {info['size']} px, {info['epochs'] or 'the library default'} epoch(s) per classifier; "
-          f"anomaly detectors at {info['anomaly_size']} px, {info['ae_epochs']} epoch(s) for the autoencoder and "
-          f"{info['opacity_epochs']} for the opacity model; batch size {info['bs']}, seed {info['seed']}"
-          + (f", at most {info['n']} images per class and split." if info['n'] else "."))
-    doc.h('Data').table(pd.crosstab(items['split'], items['multiclass'].fillna(items['binary'])).rename_axis('images'))
-    for task, title in (('binary', '1a. NORMAL vs PNEUMONIA'), ('multiclass', '1b. NORMAL, BACTERIA, VIRUS')):
-        r = res[task]['record']
-        doc.h(title).h('Approach', 3).p(_APPROACH[task].format(arch=r['arch'], balance=r['balance'], rule=r.get('threshold_method')))
-        doc.h('Settings', 3).table(_table({'value': dict(arch=r['arch'], size=r['size'], epochs=r['epochs'], lr=r['lr'], bs=r['bs'],
-                                                          schedule=r['schedule'], balance=r['balance'],
-                                                          decision_rule=r.get('threshold_method') if task == 'binary' else 'argmax',
-                                                          training_images=r['n_train'],
-                                                          validation_images=r['n_valid'], training_seconds=round(r['train_s'], 1))}, 'setting'))
-        doc.h('Results', 3).table(_scores(r))
-        _figures(doc.h('Figures', 3), res[task], _CAPTIONS)
-        talk = discuss_binary(r) if task == 'binary' else discuss_multiclass(r, r['vocab'])
-        doc.h('Discussion', 3).p(' '.join(talk))
-    sh = res['shift']['record']
-    doc.h('The test shift').h('Approach', 3).p(_APPROACH['shift'])
-    doc.h('Results', 3).table(_table({'domain AUC': {'all images': sh['domain_auc'], **{f'{c} only': sh.get(f'domain_auc_{c}')
-                                                     for c in ('NORMAL', 'PNEUMONIA')}}}, 'test vs training folder'))
-    if 'adapted' in sh:
-        rows = {f"{t}, as trained": {k: res[t]['record'].get(f'test_{k}') for k in ('accuracy', 'balanced_accuracy', 'roc_auc')}
-                for t in ('binary', 'multiclass')}
-        rows.update({f"{t}, adapted to the test images (transductive)": {k: a.get(k) for k in ('accuracy', 'balanced_accuracy', 'roc_auc')}
-                     for t, a in sh['adapted'].items()})
-        doc.h('Adapted to the test images: transductive, not comparable with the rows above', 3).p(_APPROACH['adapt'])
-        doc.table(_table(rows, 'classifier').T.rename_axis('test split (argmax)'))
-        for t, a in sh['adapted'].items():
-            if 'refused' in a: doc.p(f"{t}: not adapted: {a['refused']}")
-    doc.h('Discussion', 3).p(discuss_shift(sh, res['binary']['record']))
-    e = res['embeddings']['record']
-    doc.h('2. Embeddings: kNN against the head').h('Approach', 3).p(_APPROACH['embeddings'].format(map_points=MAP_POINTS))
-    rows = {f"{t}: {w}": {'k': e[t]['k'] if w == 'kNN' else None, 'metric': e[t]['metric'] if w == 'kNN' else None,
-                          'valid_accuracy': e[t][f"{'knn' if w == 'kNN' else 'head'}_valid_accuracy"],
-                          **{s: e[t]['knn' if w == 'kNN' else 'head'][s] for s in ('accuracy', 'balanced_accuracy', 'roc_auc')}}
-            for t in ('binary', 'multiclass') for w in ('head', 'kNN')}
-    doc.h('Results', 3).table(_table(rows, 'classifier').T.rename_axis('classifier'))
-    _figures(doc.h('Figures', 3), res['embeddings'], _CAPTIONS)
-    doc.h('Discussion', 3).p(' '.join(discuss_knn(t, e[t]) for t in ('binary', 'multiclass')))
-    a = res['anomaly']['record']
-    table = pd.DataFrame(a['table'])
-    doc.h('3. Anomaly detection trained on healthy lungs').h('Approach', 3).p(
-        _APPROACH['anomaly'].format(size=a['size'], widths='-'.join(map(str, a['autoencoder']['widths']))))
-    doc.h('Settings', 3).table(_table({m: dict(epochs=a[k]['epochs'], lr=a[k]['lr'], training_images=a['images']['train'],
-                                               validation_normals=a['images']['valid_normal'], training_seconds=round(a[k]['train_s'], 1))
-                                       for m, k in (('autoencoder', 'autoencoder'), ('opacity model', 'opacity'))}, 'setting'))
-    cols = ['detector', 'valid_auroc', 'test_auroc', 'test_auprc', 'test_threshold', 'test_sensitivity', 'test_specificity', 'test_accuracy']
-    shown = table.set_index('variant')[cols].rename(index=lambda v: f"{v} (picked)" if v == a['picked'] else v)
-    doc.h('Results', 3).table(_table(shown.to_dict(), 'anomaly score'))
-    _figures(doc.h('Figures', 3), res['anomaly'], _CAPTIONS)
-    doc.h('Discussion', 3).p(' '.join(discuss_anomaly(table, res['binary']['record']['test_roc_auc'])))
-    x = res['explain']['record']
-    pg = x['pointing_game']
-    doc.h('4. Explanations').h('Approach', 3).p(_APPROACH['explain'].format(phantoms="The phantom classifier is the binary "
-        "classifier itself." if info['phantoms'] else "The phantom classifier is a small CAM-ready VGG trained here on phantoms."))
-    doc.h('Results', 3).table(_table({'value': dict(phantom_test_accuracy=pg['test_accuracy'], layer=pg['layer'], valid_hit_rate=pg['valid_hit'],
-                                                   test_hit_rate=pg['test_hit'], chance_hit_rate=pg['hit_chance'])}, 'pointing game'))
-    _figures(doc.h('Figures', 3), res['explain'], _CAPTIONS)
-    doc.h('Discussion', 3).p(discuss_pointing(pg))
-    doc.h('Time').table(_table({'seconds': {n: round(r['seconds'], 1) for n, r in res.items()}}, 'stage'))
-    return doc
 
 # %% ../nbs/14_report.ipynb #4119f8b5
 def _json(o) -> str:
@@ -546,7 +278,7 @@ def write_report(out:Path, # The report folder
                 ) -> dict: # metrics.json's contents
     "Write `metrics.json`, `report.html` and, last (it marks a finished report), `report.md`"
     metrics = json.loads(_json({'report': info, **{n: {**r['record'], 'seconds': r['seconds'], 'figures': r['figures']} for n, r in res.items()}}))
-    doc = report_doc(info, res, items)
+    doc = report_doc(info, res, items, PRESETS[info['preset']].embeddings.map_points)
     atomic_write(out/'metrics.json', lambda tmp: Path(tmp).write_text(_json(metrics)))
     atomic_write(out/'report.html', lambda tmp: Path(tmp).write_text(doc.html(out)))
     atomic_write(out/'report.md', lambda tmp: Path(tmp).write_text(doc.markdown()))
@@ -592,15 +324,15 @@ def _has_lesion_masks(items:pd.DataFrame) -> bool:
 def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class folders or a CSV of path,label. Default: $XRAY_DATA, else the built-in phantoms
            out:str=None, # Folder for the report. Default: reports/report-DATE-TIME
            full:bool=False, # 224 px and the library's default epochs (for a GPU) instead of the default run's 128 px
-           size:int=None, # Image side in pixels. Default: the preset's (phantoms 64, --data 128, --full 224)
-           epochs:int=None, # Epochs of each classifier. Default: the preset's (phantoms 6, --data and --full the library's)
-           ae_epochs:int=None, # Epochs of the autoencoder. Default: the preset's (phantoms 8, --data 8, --full 20)
-           opacity_epochs:int=None, # Epochs of the synthetic-opacity detector. Default: the preset's (phantoms 8, --data 40, --full 160)
-           anomaly_size:int=None, # Image side of the anomaly detectors. Default: the preset's (phantoms 64, --data and --full 96)
+           size:int=None, # Image side of the classifiers in pixels. Default: the preset's
+           epochs:int=None, # Epochs of each classifier. Default: the preset's
+           ae_epochs:int=None, # Epochs of the autoencoder. Default: the preset's
+           opacity_epochs:int=None, # Epochs of the synthetic-opacity detector. Default: the preset's
+           anomaly_size:int=None, # Image side of the anomaly detectors. Default: the preset's
            bs:int=None, # Batch size. Default: the preset's
            n:int=None, # Use at most this many images of each class in each split, drawn at random (a quicker, rougher report)
-           arch:str='vgg', # Architecture of the classifiers: vgg, a fastai xresnet or a timm model name
-           seed:int=0, # Random seed for the draw, the splits and the initial weights
+           arch:str=DEFAULTS.arch, # Architecture of the classifiers: vgg, a fastai xresnet or a timm model name
+           seed:int=DEFAULTS.seed, # Random seed for the draw, the splits and the initial weights
            ensemble:int=1, # Train each classifier as an ensemble of this many members (seeds seed, seed+1, ...), averaging their probabilities
            adapt:bool=False, # Also score both classifiers adapted to the unlabeled test images, in rows of their own (transductive)
            overwrite:bool=False, # Write into --out even if it holds a report
@@ -608,7 +340,7 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
           ) -> dict: # The report folder and metrics.json's contents
     "Run the course's tasks on one data source and write one report folder: report.md, report.html, metrics.json, the two models"
     from fastprogress.fastprogress import master_bar
-    from xray_fastai.data import xray_source
+    from xray_fastai.images import xray_source
     from xray_fastai.learner import no_progress_bars
     start = time.perf_counter()
     command = current_command('report', f"report(data={data!r}, ...) from Python")
@@ -621,15 +353,19 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted report")
     check_arch(arch)
     phantoms = data is None and not os.environ.get('XRAY_DATA')
-    preset = PRESETS['full' if full else 'phantoms' if phantoms else 'data']
+    preset_name = 'full' if full else 'phantoms' if phantoms else 'data'
+    preset = PRESETS[preset_name]
     out = Path(out or f"reports/report-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     check_report_folder(out, overwrite, resume)
     try: source = xray_source(data)
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
-    settings = dict(data='the built-in phantoms' if phantoms else str(source), preset='full' if full else 'phantoms' if phantoms else 'data',
-                    size=size or preset['size'], epochs=epochs or preset['epochs'], ae_epochs=ae_epochs or preset['ae_epochs'],
-                    opacity_epochs=opacity_epochs or preset['opacity_epochs'], anomaly_size=anomaly_size or preset['anomaly_size'],
-                    bs=bs or preset['bs'], n=n, arch=arch, seed=seed, ensemble=ensemble, adapt=adapt)
+    c, a = preset.classifier, preset.anomaly
+    c = replace(c, arch=arch, seed=seed, size=size or c.size, epochs=epochs or c.epochs, bs=bs or c.bs)
+    a = replace(a, size=anomaly_size or a.size, ae_epochs=ae_epochs or a.ae_epochs, opacity_epochs=opacity_epochs or a.opacity_epochs)
+    preset = replace(preset, classifier=c, anomaly=a)
+    settings = dict(data='the built-in phantoms' if phantoms else str(source), preset=preset_name, size=c.size, epochs=c.epochs,
+                    ae_epochs=a.ae_epochs, opacity_epochs=a.opacity_epochs, anomaly_size=a.size, bs=c.bs, n=n, arch=arch, seed=seed,
+                    ensemble=ensemble, adapt=adapt)
     if resume and json.loads((out/SETTINGS).read_text()) != settings:
         raise CliError(f"{out} holds a report made with other options ({json.loads((out/SETTINGS).read_text())}); "
                        "resume it with the same options, or pass --overwrite")
@@ -640,8 +376,8 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     if not (items['split'] == 'test').any(): raise CliError("the report needs a test split: a 'test' folder, or a split column in the CSV")
     print(f"Data: {settings['data']} ({len(items)} images); report folder: {out}", flush=True)
     bar = master_bar(list(STAGES)) if sys.stdout.isatty() else list(STAGES)
-    ctx = SimpleNamespace(**settings, items=items, out=out, learners={}, phantoms=_has_lesion_masks(items),
-                   write=bar.write if isinstance(bar, master_bar) else lambda s: print(s, flush=True))
+    ctx = ReportRun(items, out, preset, ensemble, adapt, n, _has_lesion_masks(items),
+                    bar.write if isinstance(bar, master_bar) else lambda s: print(s, flush=True))
     res = {}
     try:
         with no_progress_bars():

@@ -6,14 +6,15 @@ Docs: https://xray-fastai.github.io/xray_fastai/runs.html.md"""
 
 # %% ../nbs/07a_runs.ipynb #88645f37
 from __future__ import annotations
-import contextlib, difflib, numbers, shlex, tempfile
+import contextlib, dataclasses, difflib, inspect, numbers, shlex, tempfile, types, typing
+from typing import Annotated
 from pathlib import Path
 import pandas as pd
 from fastcore.script import CliError
 
 # %% auto #0
-__all__ = ['RUN_WORDS', 'check_run_folder', 'resume_command', 'command_line', 'current_command', 'check_arch', 'table_cell',
-           'md_table']
+__all__ = ['RUN_WORDS', 'check_run_folder', 'resume_command', 'command_line', 'current_command', 'check_arch', 'settings_options',
+           'table_cell', 'md_table']
 
 # %% ../nbs/07a_runs.ipynb #f6077df4
 RUN_WORDS = {  # how each command's messages name what its folder holds
@@ -80,6 +81,31 @@ def check_arch(arch:str # Architecture: vgg, a fastai xresnet or a timm model na
     close = difflib.get_close_matches(arch, ['vgg', *_xresnets, *timm.list_models()], n=3)
     raise CliError(f"--arch {arch}: unknown architecture; use vgg, a fastai xresnet (xresnet18, xresnet34, ...) or a timm "
                    f"model name{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+
+# %% ../nbs/07a_runs.ipynb #00e67fff
+def _cli_type(t):
+    "The first type of a union: the one a command-line value is read as (`int|tuple` -> int)"
+    return typing.get_args(t)[0] if typing.get_origin(t) in (typing.Union, types.UnionType) else t
+
+def settings_options(cls:type, # A frozen settings dataclass, e.g. `TrainSettings`
+                     choices:dict=None, # Field name -> the values the command line offers (e.g. `core.CHOICES`)
+                     keep:bool=False, # Keep `**kwargs` in the signature (other keywords are passed on), as `@delegates(keep=True)`
+                     cli:bool=True, # Annotate as the command line reads a value (the first type of a union: `int|tuple` -> int)
+                    ):
+    "Decorator: the fields of `cls` become keyword-only options of a function that takes `**kwargs`, shown right after its first parameter"
+    def _wrap(f):
+        sig, hints = inspect.signature(f, eval_str=True), typing.get_type_hints(cls)
+        def anno(n):
+            t = _cli_type(hints[n]) if cli else hints[n]
+            return Annotated[t, {'choices': list(choices[n])}] if n in (choices or {}) else t
+        ps = [p for p in sig.parameters.values() if keep or p.kind is not p.VAR_KEYWORD]
+        opts = [inspect.Parameter(fl.name, inspect.Parameter.KEYWORD_ONLY, default=fl.default, annotation=anno(fl.name))
+                for fl in dataclasses.fields(cls) if fl.name not in sig.parameters]  # a field `f` names itself stays where it is
+        n = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in ps)
+        f.__signature__ = sig.replace(parameters=ps[:max(n, 1)] + opts + ps[max(n, 1):])  # refused unless f's other parameters are keyword-only too
+        f.__delwrap__ = cls  # fastcore's docments reads the fields' comments from here, as it does for `@delegates`
+        return f
+    return _wrap
 
 # %% ../nbs/07a_runs.ipynb #48925072
 def table_cell(v) -> str:

@@ -7,7 +7,6 @@ Docs: https://xray-fastai.github.io/xray_fastai/shift.html.md"""
 # %% ../nbs/13_shift.ipynb #06d64370
 from __future__ import annotations
 import math, os
-from copy import deepcopy
 import numpy as np, pandas as pd, torch, torch.nn.functional as F, sklearn.metrics as skm
 import matplotlib.pyplot as plt
 from PIL import Image
@@ -21,15 +20,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from .images import *
+from .items import *
+from .augment import *
 from .data import *
 from .models import eval_mode
 from .explain import GradCAM
-from .export import XrayPredictor, image_files
 
 # %% auto #0
-__all__ = ['LUNG_BOX', 'LEVERS', 'ADAPT_PRIOR', 'ADAPT_LAYERS', 'ADAPT_SHARE', 'ADAPT_MIN_IMAGES', 'lung_mask', 'LungCrop',
-           'HistEqualize', 'PerImageNorm', 'PhotometricTfm', 'RandomGamma', 'GaussianNoise', 'RandomBlur',
-           'JpegRecompress', 'photometric_transforms', 'lever_settings', 'adapt_bn', 'adapt_bn_exact', 'adapted',
+__all__ = ['LUNG_BOX', 'LEVERS', 'lung_mask', 'LungCrop', 'HistEqualize', 'PerImageNorm', 'PhotometricTfm', 'RandomGamma',
+           'GaussianNoise', 'RandomBlur', 'JpegRecompress', 'photometric_transforms', 'lever_settings',
            'expected_calibration_error', 'fit_temperature', 'with_temperature', 'plot_reliability', 'em_prior',
            'bbse_prior', 'prior_corrected', 'jpeg_quality', 'image_statistics', 'domain_features', 'domain_classifier',
            'cam_outside_share', 'occlusion_probs', 'choose_lever', 'importance_weights']
@@ -181,112 +181,6 @@ LEVERS = {  # name -> what it changes; functions, so every run gets new transfor
     'instance_norm':    lambda: dict(norm='instance'),
     'batch_stats_norm': lambda: dict(norm='batch_stats'),  # normalises each test batch with its own statistics
 }
-
-# %% ../nbs/13_shift.ipynb #e464f217
-@torch.no_grad()
-def adapt_bn(model:nn.Module, # A model with `BatchNorm` layers
-             dl:DataLoader, # Unlabeled images of the new collection (labels, if any, are never read)
-            ) -> nn.Module: # `model`, its batch-norm statistics replaced, in the mode it came in
-    "Re-estimate every batch-norm layer's running statistics on `dl`'s images (AdaBN; transductive)"
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.training) for m in bns]
-    with eval_mode(model):
-        for m in bns: m.reset_running_stats(); m.momentum = None; m.train()  # None: a cumulative average over the batches
-        for b in dl: model(b[0])
-    for m, (mom, tr) in zip(bns, saved): m.momentum = mom; m.train(tr)
-    return model
-
-# %% ../nbs/13_shift.ipynb #49d150d6
-class _Enough(Exception): "Raised once a layer's input is read: the rest of the network is not needed"
-
-def _bn_order(model:nn.Module, x:Tensor) -> list:
-    "The batch-norm layers with running statistics, in the order an input reaches them"
-    bns, order = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats], []
-    hooks = [m.register_forward_pre_hook(lambda m, i: order.append(m) if m not in order else None) for m in bns]
-    try:
-        with eval_mode(model), torch.no_grad(): model(x)
-    finally:
-        for h in hooks: h.remove()
-    return order
-
-@torch.no_grad()
-def _input_moments(model:nn.Module, bn:nn.Module, x:Tensor, bs:int) -> tuple:
-    "Per-channel mean and (unbiased) variance of `bn`'s input over all of `x`, summed in float64"
-    acc = [0., 0., 0]
-    def hook(m, inp):
-        v = inp[0].double()
-        dims = [d for d in range(v.dim()) if d != 1]
-        acc[0] += v.sum(dims); acc[1] += (v * v).sum(dims); acc[2] += v.numel() // v.shape[1]
-        raise _Enough
-    h = bn.register_forward_pre_hook(hook)
-    try:
-        for i in range(0, len(x), bs):
-            try: model(x[i:i+bs])
-            except _Enough: pass
-    finally: h.remove()
-    s, s2, n = acc
-    mean = s / n
-    return mean, (s2 - n * mean * mean).clamp_min(0) / max(n - 1, 1)
-
-@torch.no_grad()
-def adapt_bn_exact(model:nn.Module, # A model with `BatchNorm` layers; changed in place
-                   x:Tensor, # (n, channels, height, width) the site's images, preprocessed as the model expects; never labels
-                   prior:float=0., # The source statistics count as this many images (Schneider et al.'s N); 0: the site's alone
-                   layers:int=None, # Adapt only the first `layers` batch-norm layers the input reaches; None: all
-                   bs:int=64, # Images per forward pass; the result does not depend on it
-                  ) -> nn.Module: # `model`, in the mode it came in
-    "Re-estimate the batch-norm statistics on `x` layer by layer, each from sums over all images (exact AdaBN, transductive)"
-    if prior < 0: raise ValueError(f"prior must be >= 0, not {prior}")
-    w = len(x) / (prior + len(x))  # the site's share
-    with eval_mode(model):  # every layer normalises with running statistics: the ones already adapted, then the source's
-        for bn in _bn_order(model, x[:1])[:layers]:
-            mean, var = _input_moments(model, bn, x, bs)
-            bn.running_mean.copy_((1 - w) * bn.running_mean.double() + w * mean)
-            bn.running_var.copy_((1 - w) * bn.running_var.double() + w * var)
-    return model
-
-# %% ../nbs/13_shift.ipynb #fe7342fb
-ADAPT_PRIOR, ADAPT_LAYERS = 0., None  # the guard chosen by bench/adapt.py's rule, on test images (see below)
-ADAPT_SHARE = (0.6, 0.9)  # refuse when the unadapted model calls fewer or more of the sample sick: mostly one class
-ADAPT_MIN_IMAGES = 16
-
-def _site_images(pred:XrayPredictor, images) -> tuple:
-    "uint8 images at the model's size from files/folders (unreadable ones left out) or an array; and their count"
-    if isinstance(images, (np.ndarray, Tensor)): return np.asarray(images), len(images)
-    ok = []
-    for f in image_files(images):
-        try: ok.append(load_xray(f, pred.size))
-        except (XrayDataError, OSError): pass  # an unreadable file is not a site image; `predict` reports it
-    return (np.stack(ok) if ok else np.zeros((0, *pred.size), np.uint8)), len(ok)
-
-def adapted(pred:XrayPredictor, # A predictor from `load_model` (one model or an ensemble)
-            images, # The site's images: files and/or folders, or uint8 images (n, height, width) at the model's size; never labels
-            prior:float=None, # The source statistics count as this many images; `ADAPT_PRIOR` by default
-            layers:int=None, # Adapt only the first `layers` batch-norm layers of each model; `ADAPT_LAYERS` by default
-            min_images:int=ADAPT_MIN_IMAGES, # Refuse fewer readable images than this
-            share:tuple=ADAPT_SHARE, # Refuse when the share the unadapted model calls not `vocab[0]` is outside (low, high); None: never
-            bs:int=64, # Images per forward pass; the result does not depend on it
-           ) -> XrayPredictor: # A new predictor; `pred` is unchanged
-    "A copy of `pred` whose batch-norm statistics are re-estimated on a new site's unlabeled images (transductive)"
-    prior, layers = ADAPT_PRIOR if prior is None else prior, ADAPT_LAYERS if layers is None else layers
-    imgs, n = _site_images(pred, images)
-    if n < min_images:
-        raise XrayDataError(f"adapting to a site needs at least {min_images} readable images of it, not {n}: with fewer, the "
-                            "statistics are the sample's, not the site's. Predict without adapting, or add images.")
-    x = torch.cat([pred.preprocess(imgs[i:i+bs]) for i in range(0, n, bs)])
-    sick = float(np.mean([l != pred.vocab[0] for i in range(0, n, bs) for l in pred.decide(pred.probs(imgs[i:i+bs]))]))
-    if share is not None and not share[0] <= sick <= share[1]:
-        raise XrayDataError(f"the model calls {sick:.0%} of these {n} images not {pred.vocab[0]}, outside {share[0]:.0%}-{share[1]:.0%}: "
-                            "the sample looks like mostly one class, on which adapting was measured to lose accuracy "
-                            "(shift chapter). Predict without adapting.")
-    model = deepcopy(pred.model).cpu()
-    adapt_bn_exact(model, x, prior, layers, bs)
-    src = pred.config.get('weights_sha256') or [c.get('weights_sha256') for c in getattr(pred.model, 'configs', [])]
-    record = dict(site_adapted=True, n_images=n, method='batch-norm statistics, layer by layer (exact AdaBN)', prior=prior,
-                  layers=layers, min_images=min_images, share_bounds=None if share is None else list(share),
-                  share_not_first_class=sick, source_weights_sha256=src)
-    return XrayPredictor(model, pred.vocab, pred.size, pred.stats, pred.threshold, pred.task,
-                         config={**pred.config, 'site_adaptation': record}, device=pred.device)
 
 # %% ../nbs/13_shift.ipynb #6bb819ad
 def expected_calibration_error(probs:np.ndarray, # (n, n_classes) predicted probabilities
