@@ -35,7 +35,7 @@ def test_train_writes_the_report_and_the_model(run):
     out = run['out']
     assert sorted(p.name for p in out.iterdir()) == sorted([
         'config.json', 'model.safetensors', 'metrics.json', 'per_class.csv', 'confusion.png', 'roc.png', 'most_confused.png',
-        'training_log.csv', 'summary.md'])
+        'training_log.csv', 'summary.md', 'neighbours.json', 'neighbours.safetensors', 'examples'])  # the last three for `demo`
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['arch'] == 'vgg' and cfg['size'] == [32, 32] and cfg['vocab'] == ['NORMAL', 'PNEUMONIA']
     assert 0 <= cfg['threshold'] <= 1 and cfg['training']['epochs'] == 1 and len(cfg['training']['history']) == 1
