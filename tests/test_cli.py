@@ -35,7 +35,7 @@ def test_train_writes_the_report_and_the_model(run):
     out = run['out']
     assert sorted(p.name for p in out.iterdir()) == sorted([
         'config.json', 'model.safetensors', 'metrics.json', 'per_class.csv', 'confusion.png', 'roc.png', 'most_confused.png',
-        'training_log.csv', 'summary.md'])
+        'training_log.csv', 'summary.md', 'neighbours.json', 'neighbours.safetensors', 'examples'])  # the last three for `demo`
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['arch'] == 'vgg' and cfg['size'] == [32, 32] and cfg['vocab'] == ['NORMAL', 'PNEUMONIA']
     assert 0 <= cfg['threshold'] <= 1 and cfg['training']['epochs'] == 1 and len(cfg['training']['history']) == 1
@@ -47,7 +47,7 @@ def test_train_writes_the_report_and_the_model(run):
     assert 'Scores on the test split (20 images)' in run['res'].stdout and 'roc_auc' in run['res'].stdout
     assert cfg['training']['best'] == max(h['roc_auc_score'] for h in cfg['training']['history'])  # not -Infinity
     umask = os.umask(0); os.umask(umask)
-    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o666 & ~umask for p in out.iterdir()}
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: (0o777 if p.is_dir() else 0o666) & ~umask for p in out.iterdir()}  # folders as mkdir makes them
 
 def test_the_cli_and_the_python_one_liner_run_the_same_experiment(run):
     "`xray-fastai train` and `train_classifier` share one default run, and with the same options train the same model"
@@ -339,7 +339,7 @@ def test_ensemble_folder_members_threshold_and_scores(run, ensemble):
     from xray_fastai.export import load_model, Ensemble
     from xray_fastai.learner import pick_threshold
     out = ensemble['out']
-    assert sorted(p.name for p in out.iterdir()) == sorted(['config.json', 'member0', 'member1', 'member2', 'metrics.json',
+    assert sorted(p.name for p in out.iterdir()) == sorted(['config.json', 'member0', 'member1', 'member2', 'metrics.json', 'neighbours.json', 'neighbours.safetensors', 'examples',
         'per_class.csv', 'confusion.png', 'roc.png', 'training_log.csv', 'summary.md'])
     for i in range(3): assert sorted(p.name for p in (out/f'member{i}').iterdir()) == ['config.json', 'model.safetensors']
     cfg = json.loads((out/'config.json').read_text())

@@ -6,7 +6,7 @@ PKG = Path(__file__).resolve().parents[1]/'xray_fastai'
 LAYERS = [  # bottom up, as DEVELOPING.md draws them
     ['core', 'models', 'precision'], ['phantoms', 'runs'], ['images'], ['items', 'augment'], ['data'], ['learner', 'evaluate'],
     ['explain', 'embeddings', 'export'], ['adapt', 'anomaly', 'neurons'], ['shift', 'opacity', 'experiments'], ['report_doc'],
-    ['report', 'distributed'], ['cli']]
+    ['report', 'distributed', 'demo'], ['cli']]
 LEVEL = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
 def imported(path:Path) -> set:

@@ -47,7 +47,7 @@ def test_nbdev_docs_executes_only_doc_cells():
 def test_chapters_end_with_questions_and_further_research():
     "Every teaching chapter (not the home page, not the reliability reference) ends as fastbook's do"
     missing = []
-    for f in sorted(nbs.glob('[0-9][0-9]_*.ipynb')):
+    for f in sorted(nbs.glob('[0-9][0-9]*_*.ipynb')):
         heads = [l for c in json.loads(f.read_text())['cells'] if c['cell_type'] == 'markdown'
                  for l in ''.join(c['source']).splitlines() if l.startswith('## ')]
         if heads[-2:] != ['## Questions', '## Further research']: missing.append(f.name)

@@ -15,6 +15,7 @@ import xray_fastai
 from .core import *
 from .runs import *
 from .report import report, PRESET_OPTIONS, preset_values
+from .demo import demo, save_embedding_index, INDEX_WEIGHTS, INDEX_CONFIG, EXAMPLES
 
 # %% auto #0
 __all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'adapt', 'FinalLines', 'main']
@@ -87,7 +88,7 @@ def _run_files() -> tuple:
     "The files `train` writes into its folder"
     from xray_fastai.export import CONFIG, WEIGHTS
     return (CONFIG, WEIGHTS, 'summary.md', 'metrics.json', 'per_class.csv', 'training_log.csv', 'confusion.png', 'roc.png',
-            'most_confused.png', 'member0')
+            'most_confused.png', 'member0', INDEX_WEIGHTS, INDEX_CONFIG, EXAMPLES)
 
 def _interrupted(out:Path) -> bool:
     "Whether `out` holds an interrupted run: a checkpoint, or an ensemble's members without the ensemble's config"
@@ -198,6 +199,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
                                 "argmax is the same as a 0.5 threshold." if thr is not None else
                                 "Decisions are the most probable class."))
     write_summary(out, info, table, metrics)
+    save_embedding_index(learn, out)  # for `xray-fastai demo`: the training images' embeddings (member 0's for an ensemble)
     if ensemble == 1: save_model(learn, out, training=training)  # last: a folder with a config.json holds a finished run
     else: save_ensemble(out, [f'member{i}' for i in range(ensemble)], thr, training)
     (out/CHECKPOINT).unlink(missing_ok=True)
@@ -286,7 +288,7 @@ def adapt(model_dir:str, # Model folder (one model or an ensemble) written by `x
     return out
 
 # %% ../nbs/08_cli.ipynb #43a6e0a7
-COMMANDS = {'train': train, 'predict': predict, 'adapt': adapt, 'report': report}
+COMMANDS = {'train': train, 'predict': predict, 'adapt': adapt, 'report': report, 'demo': demo}
 
 def _usage() -> str:
     cmds = '\n'.join(f"  {n:<11}{f.__doc__}" for n, f in COMMANDS.items())

@@ -121,6 +121,7 @@ def classifier_stage(ctx:ReportRun, # The run: items, settings, out, write
     from xray_fastai.experiments import train_classifier
     from xray_fastai.export import save_model
     from xray_fastai.learner import model_record, EpochLines
+    from xray_fastai.demo import save_embedding_index
     folder = ctx.out/task
     single = folder if ctx.ensemble == 1 else folder/'member0'
     label = task if ctx.ensemble == 1 else f'{task} member 1/{ctx.ensemble}'
@@ -128,6 +129,7 @@ def classifier_stage(ctx:ReportRun, # The run: items, settings, out, write
                                   learner_kwargs=dict(cbs=[EpochLines(ctx.write, label)]))
     ctx.learners[task] = learn
     save_model(learn, single, training=dict(train_s=rec['train_s'], report=True))
+    save_embedding_index(learn, folder)  # for `xray-fastai demo`: member 1's embeddings for an ensemble, as `train` saves them
     log = model_record(learn).training_log
     rep = model_record(learn).test_report
     rec.update(vocab=list(learn.dls.vocab), test_confusion=rep['argmax']['confusion'], history=log.to_dict('records'),
@@ -188,10 +190,12 @@ def anomaly_stage(ctx:ReportRun) -> dict:
     from xray_fastai.learner import EpochLines
     from xray_fastai.anomaly import autoencoder_scores, anomaly_results, plot_score_hist, plot_score_rocs
     from xray_fastai.opacity import opacity_scores
+    from xray_fastai.demo import save_detector
     a, seed = ctx.preset.anomaly, ctx.preset.classifier.seed
     dls = xray_dataloaders(ctx.items, task='normal_only', size=a.size, bs=min(ctx.preset.classifier.bs, a.bs), aug=a.aug, seed=seed)
     ae = autoencoder_scores(dls, seed, a.ae_epochs, a.ae_lr, name='autoencoder', density=False, widths=a.ae_widths,
                             cbs=[EpochLines(ctx.write, 'autoencoder')])
+    save_detector(ae['autoencoder mse'][0].model, ctx.out/'binary', dls)  # `xray-fastai demo OUT/binary` shows its score
     op = opacity_scores(dls, seed, a.opacity_epochs, a.opacity_lr, names=list(a.detectors), cbs=[EpochLines(ctx.write, 'opacity model')])
     trained = {**ae, **op}
     scores = {k: f for k, (f, _) in trained.items()}
