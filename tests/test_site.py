@@ -110,6 +110,10 @@ return {title: document.title, h1: (document.querySelector('main h1') || {}).tex
   // what the figure check of the notebook run said of each figure (a JSON list of flagged axes), null when unchecked
   checks: [...document.querySelectorAll('main img')].map(i => [i.getAttribute('src'), i.getAttribute('data-outlier-axes')]),
   ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+  body: main ? main.innerText : '',
+  // each figure: its file, its own width, the width it is shown at, and where a click on it leads
+  figs: [...document.querySelectorAll('main figure img')].map(i => [i.getAttribute('src'), i.naturalWidth, i.clientWidth,
+                                                                  (i.closest('a[href]') || {}).href || null]),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
   nav: [...document.querySelectorAll('nav.sidebar a')].map(a => a.href),
   prev: (document.querySelector('a[rel=prev]') || {}).href, next: (document.querySelector('a[rel=next]') || {}).href,
@@ -152,7 +156,18 @@ def pages(site, server, browser):
 _unclean = {'progress bar': re.compile(r'\|[█-]{10,}\||\d+\.\d\d% \[\d+/\d+ \d\d:\d\d'),
             'warning': re.compile(r'\w*Warning: |warnings\.warn\('),
             'machine path': re.compile(r'(/work/|/home/|/Users/|/root/|site-packages|dist-packages)[^\s]*'),
-            'carriage return': re.compile(r'\r')}
+            'carriage return': re.compile(r'\r'),
+            'fastai log line': re.compile(r'Better model found at epoch')}
+# words about how the project is run, not about the course
+_internal = re.compile(r"\b(the issue|issue \d+|issue's|lease|aimed at|has not run on a GPU yet)\b", re.I)
+
+def internal_words(p:dict) -> list:
+    "Words on page `p` that speak of how the project is run rather than of the course"
+    return sorted({m.group(0) for m in _internal.finditer(p['body'])})
+
+def small_unlinked_figures(p:dict) -> list:
+    "Figures of page `p` shown below half their own width with no link to the full-size picture"
+    return [src for src, natural, shown, link in p['figs'] if natural and shown < natural / 2 and not (link or '').endswith(src)]
 
 def output_problems(p:dict) -> list:
     "What page `p`'s outputs show that a reader should not see: progress bars (a staircase of updates or one), warnings, machine paths"
@@ -171,7 +186,7 @@ def outlier_figures(p:dict, unchecked_ok:set=frozenset()) -> list:
         elif (flags := json.loads(check)): res.append(f"{src}: {'; '.join(flags)}")
     return res
 
-_bad_page = """<!doctype html><html><head><title>bad</title><link rel="icon" href="data:,"><style>.clip { overflow: hidden; width: 300px; }</style></head>
+_bad_page = """<!doctype html><html><head><title>bad</title><link rel="icon" href="data:,"><style>.clip { overflow: hidden; width: 300px; } main { width: 800px; } img { max-width: 100%; }</style></head>
 <body><main><h1>bad</h1>
 <pre class="output stdout">Epoch 1/1 : |████████████--------------------| 40.00% [2/5 00:01&lt;00:02]
 Epoch 1/1 : |████████████████████████████████| 100.00% [5/5 00:03&lt;00:00]</pre>
@@ -181,6 +196,9 @@ Epoch 1/1 : |██████████████████████�
 <div style="width: 300px; overflow-x: auto"><table><tr><th>a_very_long_column_name</th><th>another_very_long_column_name</th></tr></table></div>
 <figure><img src="stretched.png" alt="figure" data-outlier-axes="[&quot;axes 0: 98% of the data fill 3.0% of the x axis&quot;]"></figure>
 <figure><img src="unchecked.png" alt="figure"></figure><figure><img src="fine.png" alt="figure" data-outlier-axes="[]"></figure>
+<pre class="output stdout">Better model found at epoch 3 with valid_loss value: 0.31.</pre>
+<p>Within the issue's 4 GiB budget.</p>
+<figure><img src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='3000' height='40'/%3E" alt="wide"></figure>
 </main></body></html>"""
 
 def test_page_checks_catch_a_bad_page(site, server, browser):
@@ -193,7 +211,9 @@ def test_page_checks_catch_a_bad_page(site, server, browser):
     p = browser.execute_script(_read_page)
     browser.get_log('browser')   # drained: the other pages' console logs start empty
     kinds = {pr.split(':')[0] for pr in output_problems(p)}
-    assert kinds == {'progress bar', 'warning', 'machine path'}, output_problems(p)
+    assert kinds == {'progress bar', 'warning', 'machine path', 'fastai log line'}, output_problems(p)
+    assert internal_words(p) == ['the issue']
+    assert [s[:26] for s in small_unlinked_figures(p)] == ['data:image/svg+xml,%3Csvg ']   # 3000 px wide, shown at the column's width
     assert clipped_tables(p) == ['a_very_long_column_nameanother_very_long_column_namevalid_roc_auc']  # the scrolling one passes
     assert outlier_figures(p) == ['stretched.png: axes 0: 98% of the data fill 3.0% of the x axis',
         'unchecked.png: not checked (drawn before `core.outlier_axes` recorded its check)']   # the checked, unflagged one passes
@@ -203,6 +223,14 @@ def test_outputs_are_clean(pages):
     "No page shows progress-bar updates, library warnings or paths of the machine the notebooks ran on"
     problems = {name: pr for name, p in pages.items() if (pr := output_problems(p))}
     assert problems == {}, 'run `python tools/clean_outputs.py` on the notebooks (and see DEVELOPING.md)'
+
+def test_pages_speak_of_the_course(pages):
+    "No page speaks of how the project is run (issues, leases, targets) instead of the course"
+    assert {name: w for name, p in pages.items() if (w := internal_words(p))} == {}
+
+def test_wide_figures_link_to_their_full_size(pages):
+    "A figure shown below half its own width (a wide strip in the text column) opens at full size when clicked"
+    assert {name: f for name, p in pages.items() if (f := small_unlinked_figures(p))} == {}
 
 def test_tables_fit_or_scroll(pages):
     "Wide tables scroll sideways instead of being cut off"
@@ -246,10 +274,19 @@ def test_navigation_reaches_every_chapter(pages, server):
     for name, p in pages.items():
         assert sorted(p['nav']) == sorted(server + n for n in pages), name
     order = pages['index.html']['nav']
-    assert order[:3] == [server + 'index.html', server + 'core.html', server + 'phantoms.html']  # the notebooks' order
+    assert order[:3] == [server + 'index.html', server + 'images.html', server + 'items.html']  # the course's order
+    mapped = [server + h for h in re.findall(r'\((\w+\.html)\)', _course_map())]
+    core = list(dict.fromkeys(u for u in mapped if u in order))
+    assert len(core) > 15 and core == sorted(core, key=order.index), 'the course map and the sidebar disagree on the order'
     for i, url in enumerate(order):   # previous/next links walk the chapters in the sidebar's order
         p = pages[url[len(server):]]
         assert (p['prev'], p['next']) == (order[i-1] if i else None, order[i+1] if i+1 < len(order) else None)
+
+def _course_map() -> str:
+    "The home page's course map: the core chapters' column, row by row"
+    md = '\n'.join(''.join(c['source']) for c in json.loads((nbs/'index.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown')
+    rows = [l.split('|') for l in md[md.index('## The course map'):].splitlines() if l.startswith('| ') and '.html' in l]
+    return ' '.join(r[2] for r in rows)
 
 def _stored_figures() -> list:
     "Digests of every figure stored in the notebooks' outputs (hidden cells left out)"

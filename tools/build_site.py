@@ -159,7 +159,8 @@ class Page:
         name = f'figures/{hashlib.sha256(raw).hexdigest()[:16]}.{ext}'
         (self.out/name).write_bytes(raw)
         check = '' if outlier_axes is None else f' data-outlier-axes="{html.escape(json.dumps(list(outlier_axes)))}"'
-        return f'<figure><img src="{name}" alt="{html.escape(alt)}"{check}></figure>'
+        # the picture links to its file: a wide figure shown at the column's width opens at full size
+        return f'<figure><a href="{name}" title="open the full-size picture"><img src="{name}" alt="{html.escape(alt)}"{check}></a></figure>'
 
     def output(self, o, d:dict) -> str:
         if o.output_type == 'stream': return _pre(_text(o.text), f'output {o.name}')
