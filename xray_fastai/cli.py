@@ -130,6 +130,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           *, out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
           overwrite:bool=False, # Write into --out even if it already holds a model
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
+          pretrained_body:str=None, # Start the body from a pretrained one: a folder written by `xray_fastai.pretrain.pretrain_body` (one model, not with --ensemble)
           ensemble:int=1, # Train this many models (seed, seed+1, ...: other initial weights and shuffling, same data and validation split) and average their probabilities
           **kwargs, # The settings of the run: the fields of `TrainSettings`, defaults `DEFAULTS`
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
@@ -148,6 +149,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     if settings.threshold == 'sensitivity' and not 0 < settings.sensitivity <= 1:
         raise CliError(f"--sensitivity must be in (0, 1], not {settings.sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
+    if pretrained_body and ensemble > 1: raise CliError("--pretrained-body starts one model: use it without --ensemble")
     if not 1 <= ensemble <= MAX_MEMBERS: raise CliError(f"--ensemble must be between 1 and {MAX_MEMBERS} models, not {ensemble}")
     check_arch(arch)
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
@@ -162,6 +164,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     data_desc = 'the built-in phantoms' if data is None and not os.environ.get('XRAY_DATA') else str(source)
     print(f"Data: {data_desc}")
     learn = protocol_learner(source, settings)
+    if pretrained_body: from xray_fastai.pretrain import load_pretrained_body; load_pretrained_body(learn, pretrained_body)
     dls = learn.dls
     table = _data_table(dls)
     print(table.to_string(), '\n')
@@ -170,7 +173,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
                valid_pct=s.valid_pct, seed=seed, schedule=s.schedule, fast_precision=s.fast_precision)
     info = dict(data=data_desc, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, schedule=s.schedule, balance=s.balance,
                 aug=s.aug, split=s.split, valid_pct=s.valid_pct, seed=seed, threshold_method=s.threshold if len(dls.vocab) == 2 else None,
-                mixed_precision=s.fast_precision)
+                mixed_precision=s.fast_precision, **({'pretrained_body': str(pretrained_body)} if pretrained_body else {}))
     has_test = (data_record(dls).items['split'] == 'test').any()
     if not has_test: print("The data has no test split: scoring the validation split, on which the threshold was chosen.")
     if ensemble == 1: learn.add_cb(CheckpointCallback(out, run_settings(learn, **run), resume))  # checks a checkpoint to resume before any training

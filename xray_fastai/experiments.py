@@ -46,6 +46,7 @@ def threshold_and_evaluate(learn:Learner, # A trained classifier from `xray_lear
                            threshold:str=DEFAULTS.threshold, # The binary decision rule, one of `THRESHOLD_METHODS`: 'argmax' or a threshold chosen on validation
                            sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                            folder:str|Path=None, # Write the test report (figures, JSON) here
+                     pretrained_body:str|Path=None, # Start the body from this pretrained one (`pretrain.pretrain_body`'s folder); None: random weights
                           ) -> dict: # Threshold, validation and test scores
     "After training: back to float32, pick the threshold on validation, score the test split (validation when there is none)"
     learn.to_full_precision()
@@ -66,6 +67,7 @@ def fit_and_evaluate(learn:Learner, # A classifier from `xray_learner` (or `prot
                      threshold:str=DEFAULTS.threshold, # The binary decision rule, one of `THRESHOLD_METHODS`: 'argmax' or a threshold chosen on validation
                      sensitivity:float=DEFAULTS.sensitivity, # Target sensitivity, for threshold='sensitivity'
                      folder:str|Path=None, # Write the test report (figures, JSON) here
+                     pretrained_body:str|Path=None, # Start the body from this pretrained one (`pretrain.pretrain_body`'s folder); None: random weights
                     ) -> dict: # Training time, threshold, validation and test scores
     "Train `learn`, pick its threshold on validation, score it on the test split (validation when there is none)"
     start = time.perf_counter()
@@ -81,6 +83,7 @@ def train_classifier(source:str|Path|pd.DataFrame=None, # Data; None means `$XRA
                      arch:str=DEFAULTS.arch, # Model architecture (see `xray_model`)
                      *, learner_kwargs:dict=None, # Passed to `xray_learner`
                      folder:str|Path=None, # Write the test report (figures, JSON) here
+                     pretrained_body:str|Path=None, # Start the body from this pretrained one (`pretrain.pretrain_body`'s folder); None: random weights
                      **kwargs, # The other fields of `TrainSettings` (defaults `DEFAULTS`); the rest passed to `xray_dataloaders`
                     ) -> tuple: # (learner, record of the settings, timing, validation and test scores)
     "Train one classifier with the toolkit's protocol; without arguments, the default run (`DEFAULTS`)"
@@ -89,6 +92,7 @@ def train_classifier(source:str|Path|pd.DataFrame=None, # Data; None means `$XRA
     if 'fast_precision' in lk: given['fast_precision'] = lk.pop('fast_precision')
     s = TrainSettings(task=task, arch=arch, **given)
     learn = protocol_learner(source, s, lk, **kwargs)
+    if pretrained_body: from xray_fastai.pretrain import load_pretrained_body; load_pretrained_body(learn, pretrained_body)
     rec = fit_and_evaluate(learn, s.epochs, s.lr, s.schedule, s.threshold, s.sensitivity, folder=folder)
     extra = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, tuple))}
     return learn, {**s.record(), **extra, **rec}
