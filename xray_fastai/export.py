@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/export.html.md"""
 
 # %% ../nbs/06_export.ipynb #79e7eb77
 from __future__ import annotations
-import hashlib, json, math, warnings
+import hashlib, json, math, os, re, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -145,16 +145,29 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
     try: return json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e
 
+def _utf8(o):
+    "A JSON value with every string valid UTF-8 (`utf8_text`): a data path that is not UTF-8 is written as \\xNN, not as a lone surrogate"
+    if isinstance(o, dict): return {_utf8(k): _utf8(v) for k, v in o.items()}
+    if isinstance(o, list): return [_utf8(v) for v in o]
+    return utf8_text(o) if isinstance(o, str) else o
+
 def _write_config(folder:Path, cfg:dict) -> dict:
-    "Write `cfg` as `folder/config.json` in one step, as strict JSON (tuples become lists, as they are when read back); what was written"
-    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
-    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    "Write `cfg` as `folder/config.json` in one step, as strict UTF-8 JSON (tuples become lists, as they are when read back); what was written"
+    cfg = _utf8(json.loads(json.dumps(finite_or_none(cfg), allow_nan=False)))
+    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2), encoding='utf-8'))
     return cfg
+
+def _save_weights(state:dict, fn:str):
+    "safetensors' `save_file`, its failed writes raised as the `OSError` they are (it reports them as a `SafetensorError`)"
+    try: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'})
+    except Exception as e:
+        if not (m := re.search(r'os error (\d+)', str(e))): raise
+        raise OSError(int(m[1]), os.strerror(int(m[1])), fn) from e
 
 def _save_one(state:dict, cfg:dict, folder:Path) -> dict:
     "Write one model's weights, then its config with the weights' SHA-256, into `folder`; the config written"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder/WEIGHTS, lambda fn: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'}))
+    atomic_write(folder/WEIGHTS, partial(_save_weights, state))
     return _write_config(folder, {**cfg, 'weights_sha256': _sha256(folder/WEIGHTS)})
 
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
