@@ -462,3 +462,30 @@ def test_damaged_ensemble_members_are_one_line_errors(ensemble, tmp_path, capsys
     assert main(['predict', str(d), str(d/'summary.md')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0], err
+
+@pytest.mark.skipif(os.name != 'posix', reason='the folder lock is POSIX flock')
+def test_two_commands_writing_into_one_out_at_once(bad, tmp_path, capsys, monkeypatch):
+    "While one command writes into --out (it holds the folder's lock), a second one is refused in one line and changes nothing there"
+    import fcntl
+    monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
+    out = tmp_path/'run'; out.mkdir(); (out/'checkpoint.pth').write_bytes(b'the first command is writing this')
+    fd = os.open(out, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first command does
+    try:
+        for cmd in ('train', 'report'):
+            assert main([cmd, '--data', str(bad/'small'), '--out', str(out), '--resume']) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"xray-fastai {cmd}: error: --out {out}: another xray-fastai command is writing into it now; wait until it "
+                           "ends, or choose another --out"], err
+        assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pth']
+    finally: os.close(fd)
+    assert main(['train', '--data', str(bad/'small'), '--out', str(out)]) == 2  # the lock gone: the folder's own rules again
+    assert 'holds an interrupted run' in capsys.readouterr().err
+
+def test_a_data_folder_with_a_symlink_loop_ends(tmp_path):
+    "Folder symlinks that loop (to a parent, to the folder itself) are not followed: listing ends, with each real image once"
+    from xray_fastai.items import xray_items
+    from xray_fastai.export import image_files
+    for c in ('NORMAL', 'PNEUMONIA'):
+        for i in range(3): write_image(tmp_path/'d'/c/f'{c[0]}{i}.jpeg', seed=i)
+    (tmp_path/'d'/'NORMAL'/'up').symlink_to('..'); (tmp_path/'d'/'PNEUMONIA'/'self').symlink_to(tmp_path/'d')
+    assert len(image_files(tmp_path/'d')) == 6 and len(xray_items(tmp_path/'d')) == 6
