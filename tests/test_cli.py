@@ -268,13 +268,22 @@ def test_predict_missing_file_and_exit_status(run, capsys):
     assert 'missing.jpeg: no such file' in capsys.readouterr().err
 
 def test_predict_non_utf8_file_names(run, tmp_path):
-    "A file name that is not UTF-8 is printed with a replacement character and written to the CSV as its bytes"
+    "A file name that is not UTF-8 is printed and written to the CSV with its bytes as \\xNN: the CSV opens in pandas and csv, and names the file"
+    import csv as csvmod, re
     folder = tmp_path/'scans'; folder.mkdir()
-    name = os.fsdecode(b'caf\xe9.jpeg')
+    name = os.fsdecode(b'caf\xe9.jpeg')  # Latin-1, as an old scanner writes it: a real file name on disk
     shutil.copy(next((run['data']/'test'/'NORMAL').iterdir()), folder/name)
-    res = cli('predict', run['out'], folder, '--csv', tmp_path/'p.csv', '--cpu', check=0)
-    assert '1 image(s) predicted, 0 unreadable' in res.stdout and 'caf\ufffd.jpeg' in res.stdout
-    assert b'caf\xe9.jpeg' in (tmp_path/'p.csv').read_bytes()
+    (folder/os.fsdecode(b'bad\xff.jpeg')).write_bytes(b'not an image')  # an error row names it too
+    res = cli('predict', run['out'], folder, '--csv', tmp_path/'p.csv', '--cpu', check=1)
+    assert '1 image(s) predicted, 1 unreadable' in res.stdout and 'caf\\xe9.jpeg' in res.stdout and 'bad\\xff.jpeg' in res.stderr
+    raw = (tmp_path/'p.csv').read_bytes(); raw.decode('utf-8')  # valid UTF-8
+    df = pd.read_csv(tmp_path/'p.csv')  # pandas' defaults
+    with open(tmp_path/'p.csv', newline='') as f: rows = list(csvmod.DictReader(f))  # Python's csv, default encoding
+    assert df.path.tolist() == [r['path'] for r in rows] == [str(folder/'bad\\xff.jpeg'), str(folder/'caf\\xe9.jpeg')]
+    assert 'bad\\xff.jpeg' in df.error[0] and df.label[1] in ('NORMAL', 'PNEUMONIA')
+    # the documented way back to the file: each \\xNN is the byte NN
+    back = [re.sub(rb'\\x([0-9a-f]{2})', lambda m: bytes.fromhex(m[1].decode()), p.encode()) for p in df.path]
+    assert [os.path.exists(b) for b in back] == [True, True]
 
 def test_system_errors(monkeypatch, capsys):
     "A full disk or a refused permission is one line with what to do; any other OSError is a bug and keeps its traceback"
@@ -287,6 +296,64 @@ def test_system_errors(monkeypatch, capsys):
     def io_error(*a, **kw): raise OSError(errno.EIO, os.strerror(errno.EIO), 'x')
     monkeypatch.setattr(export, 'load_model', io_error)
     with pytest.raises(OSError): main(['predict', 'model', 'x.jpeg'])
+
+@pytest.mark.parametrize('code,advice', [(errno.ENOSPC, 'free some space'), (errno.EACCES, "check the file's permissions"),
+                                         (errno.EIO, 'the disk or file system failed'), (errno.EFBIG, 'ulimit -f')])
+def test_a_failed_csv_write_is_one_line_and_keeps_the_old_file(run, tmp_path, capsys, monkeypatch, code, advice):
+    "Any OSError while writing a file (here the CSV, failing as it is moved into place) is one line naming it; the old file stays, no temporary file"
+    from xray_fastai import core
+    csv = tmp_path/'p.csv'; csv.write_text('old predictions')
+    def refused(src, dst): raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(core.os, 'replace', refused)
+    assert main(['predict', str(run['out']), str(run['data']/'test'/'NORMAL'), '--csv', str(csv), '--cpu']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"xray-fastai predict: error: {csv}: {os.strerror(code)}; ") and advice in err[0], err
+    assert csv.read_text() == 'old predictions' and sorted(p.name for p in tmp_path.iterdir()) == ['p.csv']
+
+FSIZE = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as `ulimit -f` in a shell that ignores it; else the process is killed
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+from xray_fastai.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+def fsize_cli(limit:int, *args, cache=None):
+    "The command under a real file-size limit (RLIMIT_FSIZE): writes past `limit` bytes fail with EFBIG"
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), 'MPLBACKEND': 'agg',
+           'PYTHONWARNINGS': 'ignore', **({'XRAY_CACHE': str(cache)} if cache else {})}
+    return subprocess.run([sys.executable, '-c', FSIZE.format(limit=limit), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=900)
+
+@pytest.mark.skipif(not hasattr(__import__('resource'), 'RLIMIT_FSIZE'), reason='needs POSIX resource limits')
+@pytest.mark.parametrize('limit,fails', [(400_000, 'models/best.pth'), (3_000_000, 'run/checkpoint.pth')])
+def test_a_file_size_limit_while_training_is_one_line(bad, tmp_path, limit, fails):
+    "EFBIG, really: torch.save of the best weights or the checkpoint past `ulimit -f` (torch's 'unexpected pos') is one line naming the file"
+    cache, out = tmp_path/'cache', tmp_path/'run'
+    res = fsize_cli(limit, 'train', '--data', bad/'small', '--size', 16, '--epochs', 1, '--bs', 4, '--aug', 'none', '--out', out, cache=cache)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and 'File too large; the file-size limit' in err[0], res.stderr[-3000:]
+    assert err[0].startswith("xray-fastai train: error: /") and f"{fails}: File too large" in err[0] and 'Traceback' not in res.stderr
+    assert not (out/'config.json').exists() and not [p for p in out.rglob('*') if p.name.endswith('.tmp')]
+
+@pytest.mark.skipif(not hasattr(__import__('resource'), 'RLIMIT_FSIZE'), reason='needs POSIX resource limits')
+def test_a_file_size_limit_while_writing_a_model_or_csv_is_one_line(run, tmp_path):
+    "EFBIG from safetensors' writer (its own SafetensorError) and from pandas: one line, exit 2, the old files kept"
+    from xray_fastai.export import WEIGHTS
+    csv = tmp_path/'p.csv'; csv.write_text('old')
+    res = fsize_cli(200, 'predict', run['out'], run['data']/'test'/'NORMAL', '--csv', csv, '--cpu')
+    assert res.returncode == 2 and res.stderr.strip() == (f"xray-fastai predict: error: {csv}: File too large; the file-size limit of "
+                                                         "this process (`ulimit -f`) or of the file system was reached; raise the limit, "
+                                                         "or write elsewhere"), res.stderr[-3000:]
+    assert csv.read_text() == 'old' and sorted(p.name for p in tmp_path.iterdir()) == ['p.csv']
+    from xray_fastai.export import _save_weights
+    code = ("import resource, signal, torch; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+            "from xray_fastai.core import atomic_write; from xray_fastai.export import _save_weights; from functools import partial\n"
+            f"atomic_write({str(tmp_path/WEIGHTS)!r}, partial(_save_weights, {{'w': torch.zeros(10_000)}}))")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])})
+    assert f"XrayWriteError: [Errno 27] File too large; the file-size limit" in res.stderr and str(tmp_path/WEIGHTS) in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['p.csv']
 
 def test_torch_save_through_a_python_file_reports_a_full_disk():
     "What the CLI relies on: `torch.save` to a path fails on a full disk with a RuntimeError, through a Python file with ENOSPC"
@@ -395,3 +462,30 @@ def test_damaged_ensemble_members_are_one_line_errors(ensemble, tmp_path, capsys
     assert main(['predict', str(d), str(d/'summary.md')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0], err
+
+@pytest.mark.skipif(os.name != 'posix', reason='the folder lock is POSIX flock')
+def test_two_commands_writing_into_one_out_at_once(bad, tmp_path, capsys, monkeypatch):
+    "While one command writes into --out (it holds the folder's lock), a second one is refused in one line and changes nothing there"
+    import fcntl
+    monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
+    out = tmp_path/'run'; out.mkdir(); (out/'checkpoint.pth').write_bytes(b'the first command is writing this')
+    fd = os.open(out, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first command does
+    try:
+        for cmd in ('train', 'report'):
+            assert main([cmd, '--data', str(bad/'small'), '--out', str(out), '--resume']) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"xray-fastai {cmd}: error: --out {out}: another xray-fastai command is writing into it now; wait until it "
+                           "ends, or choose another --out"], err
+        assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pth']
+    finally: os.close(fd)
+    assert main(['train', '--data', str(bad/'small'), '--out', str(out)]) == 2  # the lock gone: the folder's own rules again
+    assert 'holds an interrupted run' in capsys.readouterr().err
+
+def test_a_data_folder_with_a_symlink_loop_ends(tmp_path):
+    "Folder symlinks that loop (to a parent, to the folder itself) are not followed: listing ends, with each real image once"
+    from xray_fastai.items import xray_items
+    from xray_fastai.export import image_files
+    for c in ('NORMAL', 'PNEUMONIA'):
+        for i in range(3): write_image(tmp_path/'d'/c/f'{c[0]}{i}.jpeg', seed=i)
+    (tmp_path/'d'/'NORMAL'/'up').symlink_to('..'); (tmp_path/'d'/'PNEUMONIA'/'self').symlink_to(tmp_path/'d')
+    assert len(image_files(tmp_path/'d')) == 6 and len(xray_items(tmp_path/'d')) == 6

@@ -217,3 +217,17 @@ def test_written_files_get_the_umask_permissions(tmp_path, umask):
 def test_data_that_cannot_train_a_classifier_is_an_error(kaggle_dir, rows, msg):
     with pytest.raises(XrayDataError, match=re.escape(msg)):
         xray_dataloaders(_csv(kaggle_dir, rows), size=16, bs=2, cache=False)
+
+def test_tiny_classes_get_the_toolkits_warning_not_scikit_learns():
+    "A class with fewer fitting images than the split's folds: one `SmallDataWarning` saying what to do, never scikit-learn's raw 'least populated class'"
+    import warnings
+    from xray_fastai.items import patient_split, SmallDataWarning
+    df = pd.DataFrame(dict(split='train', multiclass=['NORMAL']*3 + ['BACTERIA']*10 + ['VIRUS']*10,
+                           patient=[f'p{i}' for i in range(23)], is_valid=False))
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        assert patient_split(df).is_valid.any()
+    assert [(w.category, 'NORMAL has 3 image(s)' in str(w.message) and '--valid-pct' in str(w.message)) for w in ws] == [(SmallDataWarning, True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        patient_split(df, valid_pct=0.5)  # 2 folds: every class has enough

@@ -2,7 +2,7 @@
 import json, math, shutil, warnings
 from pathlib import Path
 import pytest, torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import save_file
 from fastai.learner import Learner
 from xray_fastai.data import xray_dataloaders; from xray_fastai.core import BINARY; from xray_fastai.images import XrayDataError
@@ -73,6 +73,17 @@ def test_config_for_another_architecture(copy):
     (lambda d: edit(d, format_version='1'), 'format_version must be an integer'),
     (lambda d: edit(d, stats=[0.5, 0]), 'stats must be'),
     (lambda d: edit(d, vocab=['NORMAL']), 'vocab must be'),
+    (lambda d: edit(d, size=[8, 8]), r'size \[8, 8\] is too small for the \'vgg\' network .* at least 15 x 15 pixels'),
+    (lambda d: edit(d, size=[300, 14]), r"size \[300, 14\] is too small"),
+    (lambda d: edit(d, stats=[0.5, 7.0]), r'std in \(0, 1\]'),
+    (lambda d: edit(d, stats=[-3, 0.2]), r'mean in \[0, 1\]'),
+    (lambda d: edit(d, threshold=1.5), r'threshold must be null or, for two classes, a number in \[0, 1\]'),
+    (lambda d: edit(d, task='multiclass'), "task must be null, 'binary' .* not 'multiclass' for 2 classes"),
+    (lambda d: edit(d, task='normal_only'), "task must be"),
+    (lambda d: edit(d, n_in=3), r'n_in must be 1 \(images are read as one grey channel\)'),
+    (lambda d: edit(d, vocab=['NORMAL', 'PNEUMONIA', 'OTHER'], task='multiclass', threshold=None),
+     r"wrong shape\(s\): 1.3.weight \(2, 256\) instead of \(3, 256\)"),
+    (lambda d: edit(d, model_kwargs={'p': 2.0}), "cannot build architecture 'vgg'"),
 ])
 def test_bad_config(copy, change, msg):
     change(copy)
@@ -126,8 +137,8 @@ def _nan_weight(saved, folder, value):
 @pytest.mark.parametrize('change,msg', [
     (lambda d, s: _nan_weight(s, d, float('nan')), r"1 weight tensor\(s\) hold NaN or infinite values \(1.3.weight\)"),
     (lambda d, s: _nan_weight(s, d, float('-inf')), r"1 weight tensor\(s\) hold NaN or infinite values \(1.3.weight\)"),
-    (lambda d, s: edit(d, stats=[float('nan'), 0.25]), r'stats must be \[mean, std\], finite numbers'),
-    (lambda d, s: edit(d, stats=[0.5, float('inf')]), r'stats must be \[mean, std\], finite numbers'),
+    (lambda d, s: edit(d, stats=[float('nan'), 0.25]), r'stats must be \[mean, std\] of pixels on a 0..1 scale'),
+    (lambda d, s: edit(d, stats=[0.5, float('inf')]), r'stats must be \[mean, std\] of pixels on a 0..1 scale'),
     (lambda d, s: edit(d, threshold=float('nan')), 'threshold must be'),
     (lambda d, s: edit(d, size=[100000, 100000]), r'size must be \[height, width\] in pixels, 1 to 2048'),
     (lambda d, s: edit(d, model_kwargs=dict(widths=[16, 32, 64, float('inf')])), 'model_kwargs must hold finite numbers only'),
@@ -139,6 +150,66 @@ def test_model_files_that_would_predict_wrongly_or_exhaust_memory_are_refused(co
     "NaN weights or statistics would label every image alike; huge sizes, widths or nesting would exhaust memory or the stack"
     change(copy, saved)
     with pytest.raises(XrayModelError, match=msg): load_model(copy, device='cpu')
+
+def _retype(saved, folder, key, dtype):
+    sd = model_state(saved['learn'].model); sd[key] = sd[key].to(dtype)
+    save_file(sd, folder/WEIGHTS); _resign(folder)
+
+def _negative_var(saved, folder):
+    sd = model_state(saved['learn'].model); k = next(k for k in sd if k.endswith('running_var')); sd[k][0] = -1.
+    save_file(sd, folder/WEIGHTS); _resign(folder)
+
+@pytest.mark.parametrize('change,msg', [
+    (lambda d, s: _retype(s, d, '1.3.weight', torch.int32), r"1 tensor\(s\) stored with a type the network cannot use: 1.3.weight \(I32\)"),
+    (lambda d, s: _retype(s, d, '1.3.weight', torch.bool), r"stored with a type the network cannot use: 1.3.weight \(BOOL\)"),
+    (lambda d, s: _negative_var(s, d), r"1 batch-norm variance\(s\) below zero"),
+])
+def test_safetensors_header_and_values_that_the_network_cannot_use(copy, saved, change, msg):
+    "The weights file's header (types) and values are checked against the network too, not only its shapes"
+    change(copy, saved)
+    with pytest.raises(XrayModelError, match=msg): load_model(copy, device='cpu')
+
+def test_half_precision_weights_still_load(copy, saved):
+    "A weights file stored in float16 (e.g. converted to save space) holds usable weights: loaded, not refused"
+    _retype(saved, copy, '1.3.weight', torch.float16)
+    assert load_model(copy, device='cpu').predict(saved['learn'].dls.all_items.path[:2]).error.isna().all()
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=4),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=6)
+SIDES = st.integers(-2, 2100)
+FIELDS = dict(  # each field: values a real config could hold, mixed with any JSON value
+    arch=st.sampled_from(['vgg', 'xresnet18', 'resnet18', 'no_such_net', '']) | JSON,
+    vocab=st.sampled_from([['NORMAL', 'PNEUMONIA'], ['NORMAL', 'BACTERIA', 'VIRUS'], ['A', 'A'], ['x'], []]) | st.lists(st.text(max_size=6), max_size=4) | JSON,
+    task=st.sampled_from(['binary', 'multiclass', 'normal_only', None]) | JSON,
+    size=st.lists(SIDES, min_size=2, max_size=2) | st.lists(SIDES | JSON, max_size=3) | JSON,
+    stats=st.lists(st.floats(-2, 2) | st.sampled_from([0, 1, 1e-300, 1e300]), min_size=2, max_size=2) | JSON,
+    threshold=st.floats(-0.5, 1.5) | JSON,
+    n_in=st.integers(-1, 4) | JSON,
+    model_kwargs=st.fixed_dictionaries({}, optional=dict(widths=st.lists(st.integers(-1, 40), max_size=5) | JSON,
+        n_convs=st.integers(-1, 3) | st.lists(st.integers(-1, 3), max_size=5) | JSON, hidden=st.lists(st.integers(-1, 300), max_size=2) | JSON,
+        p=st.floats(-1, 2) | JSON, norm=st.sampled_from(['batch', 'group', 'instance', 'batch_stats', 'x']) | JSON)) | JSON,
+    ensemble=st.sampled_from([None, []]) | JSON,
+    format_version=st.sampled_from([0, 1, 2]) | JSON,
+    weights_sha256=st.none() | JSON,
+)
+
+@settings(max_examples=int(__import__('os').environ.get('XRAY_FUZZ_EXAMPLES', 200)), deadline=None,
+          derandomize=bool(__import__('os').environ.get('CI')), suppress_health_check=list(HealthCheck))
+@given(changes=st.fixed_dictionaries({}, optional=FIELDS), drop=st.sets(st.sampled_from(sorted(FIELDS)), max_size=2))
+def test_no_config_value_reaches_torch_unchecked(saved, tmp_path_factory, changes, drop):
+    "Any values in a model folder's config.json: `load_model` then `predict` give predictions, or one `XrayModelError`"
+    d = tmp_path_factory.mktemp('cfg')
+    shutil.copy(saved['folder']/WEIGHTS, d)
+    cfg = {**json.loads((saved['folder']/CONFIG).read_text()), **changes}
+    for k in drop: cfg.pop(k, None)
+    (d/CONFIG).write_text(json.dumps(cfg))
+    try: df = load_model(d, device='cpu').predict(saved['learn'].dls.all_items.path[:3])
+    except XrayModelError as e:
+        assert str(d) in str(e) and '\n' not in str(e)
+        return
+    assert df.error.isna().all() and df.label.isin(cfg['vocab']).all()
+    probs = df.filter(like='prob_').to_numpy()
+    assert probs.shape[1] == len(cfg['vocab']) and (abs(probs.sum(1) - 1) < 1e-4).all()
 
 NUMBERS = st.one_of(st.integers(-10**7, 10**7), st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=3))
 

@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c0092d11
 from __future__ import annotations
-import argparse, contextlib, datetime, errno, inspect, io, json, math, os, sys, time, warnings
+import argparse, contextlib, datetime, errno, inspect, io, json, math, os, signal, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
@@ -219,7 +219,7 @@ def _show_table(df:pd.DataFrame) -> str:
     def _short(p):
         try: p = os.path.relpath(p) if len(os.path.relpath(p)) < len(p) else p
         except ValueError: pass
-        return os.fsencode(p).decode(errors='replace')  # a file name that is not UTF-8 cannot be printed as it is
+        return utf8_text(p)  # a file name that is not UTF-8: its bytes as \\xNN, as in the CSV
     show = df[df.error.isna()].drop(columns=['error', 'adapted_on'], errors='ignore').assign(path=lambda d: d.path.map(_short))
     return show.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(show) else ''
 
@@ -256,11 +256,12 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
     table = _show_table(df)
     if table: print(table)
     bad = df[df.error.notna()]
-    for e in bad.error: print(f"unreadable: {e}", file=sys.stderr)
+    for e in bad.error: print(f"unreadable: {utf8_text(e)}", file=sys.stderr)
     print(f"\n{len(df) - len(bad)} image(s) predicted, {len(bad)} unreadable."
           + ("" if csv or not table else " Probabilities are rounded to 3 decimals here; --csv FILE keeps them in full."))
-    if csv:  # whole or not at all; file names that are not UTF-8 written back as the bytes they are
-        atomic_write(csv, lambda tmp: df.to_csv(tmp, index=False, errors='surrogateescape'))
+    if csv:  # whole or not at all, UTF-8: a file name that is not UTF-8 with its bytes as \\xNN
+        text = df.assign(**{c: df[c].map(lambda v: utf8_text(v) if isinstance(v, str) else v) for c in ('path', 'error')})
+        atomic_write(csv, lambda tmp: text.to_csv(tmp, index=False, encoding='utf-8'))
         print(f"Predictions written to {csv}")
     return df
 
@@ -351,9 +352,7 @@ def _load_library() -> type:
         import xray_fastai.learner, xray_fastai.export
     return XrayDataError
 
-_space = "free some space, or write elsewhere (--out, XRAY_CACHE)"
-_USER_OS_ERRORS = {errno.ENOSPC: _space, errno.EDQUOT: _space, errno.EACCES: "check the file's permissions",
-                   errno.EPERM: "check the file's permissions", errno.EROFS: "write to another file system"}
+_USER_OS_ERRORS = {k: WRITE_ADVICE[k] for k in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)}  # beyond writes
 
 def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` by default
         ) -> int: # Exit status
@@ -370,14 +369,17 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
     ns = vars(_parser(func, cmd).parse_args(argv[1:]))  # --help and bad options exit here, before the library loads
     ns.pop('pdb', None); ns.pop('xtra', None)
     XrayDataError = _load_library()
+    if hasattr(signal, 'SIGXFSZ'):  # past `ulimit -f`: an EFBIG error to report, not a core dump
+        with contextlib.suppress(ValueError): signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ValueError: not the main thread
     try:
         with command_line(argv), _plain_progress(): res = _call(func, ns)
     except (XrayDataError, CliError, ImportError) as e:  # XrayDataError: also XrayModelError and XrayTrainingError
         print(f"xray-fastai {cmd}: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, even from a fastai callback
         return 2
-    except OSError as e:
-        if e.errno not in _USER_OS_ERRORS: raise
-        print(f"xray-fastai {cmd}: error: {e.filename}: {e.strerror}; {_USER_OS_ERRORS[e.errno]}", file=sys.stderr)
+    except OSError as e:  # every failed write (XrayWriteError: named, with advice); a full disk or a refused permission elsewhere
+        if not isinstance(e, XrayWriteError) and e.errno not in _USER_OS_ERRORS: raise
+        why = e.strerror if isinstance(e, XrayWriteError) else f"{e.strerror}; {_USER_OS_ERRORS[e.errno]}"
+        print(f"xray-fastai {cmd}: error: {utf8_text(str(e.filename))}: {why}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xray-fastai {cmd}: interrupted", file=sys.stderr)

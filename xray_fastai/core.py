@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/core.html.md"""
 
 # %% ../nbs/22_core.ipynb #2be86b8f
 from __future__ import annotations
-import os, platform, sys, tempfile
+import errno, os, platform, sys, tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -14,9 +14,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'BINARY', 'MULTICLASS', 'TASKS', 'BALANCE', 'SPLITS', 'AUG_PRESETS', 'SCHEDULES', 'THRESHOLD_METHODS',
-           'CHOICES', 'OPACITY_DETECTORS', 'ANOMALY', 'EMBEDDINGS', 'EXPLAIN', 'TrainSettings', 'AnomalySettings',
-           'EmbeddingSettings', 'ExplainSettings', 'umask', 'atomic_write', 'cache_dir', 'folder_size', 'hardware',
-           'outlier_axes', 'check_figures']
+           'CHOICES', 'OPACITY_DETECTORS', 'ANOMALY', 'EMBEDDINGS', 'EXPLAIN', 'WRITE_ADVICE', 'TrainSettings',
+           'AnomalySettings', 'EmbeddingSettings', 'ExplainSettings', 'umask', 'XrayWriteError', 'write_error',
+           'atomic_write', 'utf8_text', 'cache_dir', 'folder_size', 'hardware', 'outlier_axes', 'check_figures']
 
 # %% ../nbs/22_core.ipynb #af8eb5ab
 @dataclass(frozen=True)
@@ -99,20 +99,50 @@ def umask() -> int:
     mask = os.umask(0o022); os.umask(mask)
     return mask
 
+class XrayWriteError(OSError):
+    "A file the toolkit could not write: `filename` is the file, `strerror` why and what to do"
+
+_space = "free some space, or write elsewhere (--out, XRAY_CACHE)"
+WRITE_ADVICE = {errno.ENOSPC: _space, errno.EDQUOT: _space, errno.EACCES: "check the file's permissions",
+                errno.EPERM: "check the file's permissions", errno.EROFS: "write to another file system",
+                errno.EFBIG: "the file-size limit of this process (`ulimit -f`) or of the file system was reached; "
+                             "raise the limit, or write elsewhere",
+                errno.EIO: "the disk or file system failed; check it, or write elsewhere"}
+_TORCH_WRITE = ('unexpected pos', 'PytorchStreamWriter failed', 'file write failed')  # torch.save's words for a failed write
+
+def write_error(e:BaseException, # What writing `fn` raised
+                fn:str|Path, # The file being written
+               ) -> XrayWriteError|None: # None when `e` is not a failed write (a bug keeps its traceback)
+    "The `XrayWriteError` for a failed write of `fn`: any `OSError`, or torch's `RuntimeError` wrapping one"
+    if isinstance(e, XrayWriteError): return e
+    if isinstance(e, OSError): code, why = e.errno, e.strerror or str(e)
+    elif isinstance(e, RuntimeError) and any(s in str(e) for s in _TORCH_WRITE): code, why = None, f"the write failed ({e})"
+    else: return None
+    advice = WRITE_ADVICE.get(code, "nothing was written under that name; what was there before is kept")
+    return XrayWriteError(code or errno.EIO, ' '.join(f"{why}; {advice}".split()), str(fn))
+
 def atomic_write(fn:str|Path, # The file to write
                  write:Callable, # Called with a temporary path in the same folder, writes the contents there
                 ):
-    "Write `fn` through `write(tmp)` and move it into place in one step: no partial file is ever left under `fn`"
+    "Write `fn` through `write(tmp)` and move it into place in one step: no partial file is ever left under `fn`; a failed write is an `XrayWriteError`"
     fn = Path(fn)
-    fd, tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.name}.', suffix='.tmp')
+    try: fd, tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.name}.', suffix='.tmp')
+    except OSError as e: raise write_error(e, fn) from e
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp's files are private (0600); give the usual permissions of a new file
         os.replace(tmp, fn)  # atomic on POSIX and Windows
-    except BaseException:  # Ctrl-C included: remove the temporary file, keep whatever was under `fn`
+    except BaseException as e:  # Ctrl-C included: remove the temporary file, keep whatever was under `fn`
         if os.path.exists(tmp): os.remove(tmp)
-        raise
+        if (err := write_error(e, fn)) is None: raise
+        raise err from e
+
+def utf8_text(s:str # Text that may hold a file name that is not UTF-8 (surrogate-escaped, as `os.fsdecode` makes it)
+             ) -> str: # The same text, valid UTF-8: such bytes written as `\\xNN`
+    "`s` as any UTF-8 reader opens it: the bytes of a name that is not UTF-8 as Python's `backslashreplace` writes them"
+    try: return s.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')  # other lone surrogates
 
 # %% ../nbs/22_core.ipynb #6ef6aa77
 def cache_dir(kind:str=None, # A subfolder for one kind of cache, e.g. 'tensors'; None for the folder itself

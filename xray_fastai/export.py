@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/export.html.md"""
 
 # %% ../nbs/10_export.ipynb #79e7eb77
 from __future__ import annotations
-import hashlib, json, math, warnings
+import hashlib, json, math, os, re, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -145,16 +145,29 @@ def xray_config(learn:Learner, # A trained classifier from `xray_learner`
     try: return json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))  # tuples become lists, as they will be when read back
     except TypeError as e: raise XrayModelError(f"the config cannot be written as JSON ({e}); keep model_kwargs and training to plain values") from e
 
+def _utf8(o):
+    "A JSON value with every string valid UTF-8 (`utf8_text`): a data path that is not UTF-8 is written as \\xNN, not as a lone surrogate"
+    if isinstance(o, dict): return {_utf8(k): _utf8(v) for k, v in o.items()}
+    if isinstance(o, list): return [_utf8(v) for v in o]
+    return utf8_text(o) if isinstance(o, str) else o
+
 def _write_config(folder:Path, cfg:dict) -> dict:
-    "Write `cfg` as `folder/config.json` in one step, as strict JSON (tuples become lists, as they are when read back); what was written"
-    cfg = json.loads(json.dumps(finite_or_none(cfg), allow_nan=False))
-    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
+    "Write `cfg` as `folder/config.json` in one step, as strict UTF-8 JSON (tuples become lists, as they are when read back); what was written"
+    cfg = _utf8(json.loads(json.dumps(finite_or_none(cfg), allow_nan=False)))
+    atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2), encoding='utf-8'))
     return cfg
+
+def _save_weights(state:dict, fn:str):
+    "safetensors' `save_file`, its failed writes raised as the `OSError` they are (it reports them as a `SafetensorError`)"
+    try: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'})
+    except Exception as e:
+        if not (m := re.search(r'os error (\d+)', str(e))): raise
+        raise OSError(int(m[1]), os.strerror(int(m[1])), fn) from e
 
 def _save_one(state:dict, cfg:dict, folder:Path) -> dict:
     "Write one model's weights, then its config with the weights' SHA-256, into `folder`; the config written"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder/WEIGHTS, lambda fn: save_file(state, fn, metadata={'format': 'pt', 'producer': f'xray_fastai {xray_fastai.__version__}'}))
+    atomic_write(folder/WEIGHTS, partial(_save_weights, state))
     return _write_config(folder, {**cfg, 'weights_sha256': _sha256(folder/WEIGHTS)})
 
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
@@ -217,10 +230,13 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     _need(isinstance(sz, list) and len(sz) == 2 and all(isinstance(o, int) and not isinstance(o, bool) and 0 < o <= MAX_SIZE for o in sz),
           fn, f"size must be [height, width] in pixels, 1 to {MAX_SIZE}, not {sz!r}")
     st = cfg.get('stats')
-    _need(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and st[1] > 0, fn,
-          f"stats must be [mean, std], finite numbers with std > 0, not {st!r}")
+    _need(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and 0 <= st[0] <= 1 and 0 < st[1] <= 1, fn,
+          f"stats must be [mean, std] of pixels on a 0..1 scale: finite, mean in [0, 1], std in (0, 1], not {st!r}")
+    task = cfg.get('task')
+    _need(task is None or (isinstance(task, str) and task in TASKS and (task == 'binary') == (len(voc) == 2)), fn,
+          f"task must be null, 'binary' (two classes) or 'multiclass' (more), not {task!r} for {len(voc)} classes")
     n_in = cfg.get('n_in', 1)
-    _need(isinstance(n_in, int) and not isinstance(n_in, bool) and n_in >= 1, fn, f"n_in must be a positive integer, not {n_in!r}")
+    _need(n_in == 1 and not isinstance(n_in, bool), fn, f"n_in must be 1 (images are read as one grey channel), not {n_in!r}")
     mk = cfg.get('model_kwargs', {})
     _need(isinstance(mk, dict), fn, f"model_kwargs must be an object, not {mk!r}")
     _need(all(map(_is_num, _numbers(mk))), fn, f"model_kwargs must hold finite numbers only, not {mk!r}")
@@ -234,6 +250,51 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     return {**cfg, 'n_in': n_in, 'model_kwargs': mk, 'threshold': thr}
 
 # %% ../nbs/10_export.ipynb #950ddaa3
+_FLOATS, _INTS = {'F16', 'BF16', 'F32', 'F64'}, {'I8', 'I16', 'I32', 'I64', 'U8'}  # safetensors' dtype names
+
+def _runs_on(skeleton:nn.Module, h:int, w:int) -> str:
+    "'' if `skeleton` (on the meta device) maps a batch of two one-channel h x w images to class scores, else why not"
+    try: out = skeleton(torch.empty(2, 1, h, w, device='meta'))
+    except Exception as e: return ' '.join(f"{type(e).__name__}: {e}".split())[:300]
+    return '' if out.ndim == 2 and out.shape[0] == 2 else f"it gives outputs of shape {tuple(out.shape)} for 2 images"
+
+def _smallest_side(skeleton:nn.Module) -> int|None:
+    "The smallest square image side `skeleton` runs on, by bisection over 1..MAX_SIZE on the meta device; None if none"
+    if _runs_on(skeleton, MAX_SIZE, MAX_SIZE): return None
+    lo, hi = 0, MAX_SIZE  # fails at lo (or lo is 0), runs at hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _runs_on(skeleton, mid, mid): lo = mid
+        else: hi = mid
+    return hi
+
+def _check_network(skeleton:nn.Module, config:dict, fn:Path):
+    "Refuse a config whose network cannot take the predictor's images: one grey channel at the config's size, in batches"
+    h, w = config['size']
+    why = _runs_on(skeleton.eval(), h, w)
+    if not why: return
+    side = _smallest_side(skeleton)
+    if side is not None and min(h, w) < side:
+        raise XrayModelError(f"{fn}: size [{h}, {w}] is too small for the {config['arch']!r} network described there: its "
+                             f"pooling stages shrink the image to nothing (it needs at least {side} x {side} pixels)")
+    raise XrayModelError(f"{fn}: the {config['arch']!r} network described there cannot run on one-channel {h} x {w} images ({why})")
+
+def _check_header(fn:Path, skeleton:nn.Module, dtypes:dict):
+    "Refuse stored tensors whose type cannot hold what the network's do: floating weights as integers, say"
+    want = {k: v.is_floating_point() for k, v in skeleton.state_dict().items()}
+    bad = [f"{k} ({d})" for k, d in dtypes.items() if d not in (_FLOATS if want[k] else _INTS)]
+    if bad: raise XrayModelError(f"{fn}: {len(bad)} tensor(s) stored with a type the network cannot use: {', '.join(bad[:5])}; "
+                                 "floating-point weights must be F16, BF16, F32 or F64, counters integers")
+
+def _check_values(fn:Path, state:dict):
+    "Refuse weights that would predict nonsense: NaN or infinite values, negative batch-norm variances"
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise XrayModelError(f"{fn}: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}): "
+                                 "the training diverged or the file was changed. Retrain, with a lower learning rate.")
+    neg = [k for k, v in state.items() if k.endswith('running_var') and (v < 0).any()]
+    if neg: raise XrayModelError(f"{fn}: {len(neg)} batch-norm variance(s) below zero ({', '.join(neg[:5])}): "
+                                 "no training writes these; the file was changed")
+
 def load_weights(folder:str|Path, # A model folder written by `save_model`
                  config:dict, # Its config, from `read_config`
                  verify:bool=True, # Check the weights file against the SHA-256 recorded in the config
@@ -245,7 +306,9 @@ def load_weights(folder:str|Path, # A model folder written by `save_model`
         raise XrayModelError(f"{fn}: the file does not match the SHA-256 recorded in {CONFIG}; it was damaged or replaced "
                              "after saving.")
     try:
-        with safe_open(fn, framework='pt') as f: shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        with safe_open(fn, framework='pt') as f:
+            header = {k: f.get_slice(k) for k in f.keys()}
+            shapes, dtypes = {k: tuple(s.get_shape()) for k, s in header.items()}, {k: s.get_dtype() for k, s in header.items()}
     except Exception as e: raise XrayModelError(f"{fn}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     try:
         with torch.device('meta'): skeleton = _build(config)  # shapes without memory: huge widths in a config cost nothing
@@ -254,13 +317,14 @@ def load_weights(folder:str|Path, # A model folder written by `save_model`
                              f"model_kwargs={config['model_kwargs']} ({type(e).__name__}: {e})") from e
     diff = _state_diff(_shapes(skeleton.state_dict()), shapes)
     if diff: raise XrayModelError(f"{fn}: the weights do not fit the {config['arch']!r} network described in {CONFIG}: {diff}")
+    _check_header(fn, skeleton, dtypes)
+    _check_network(skeleton, config, Path(folder)/CONFIG)
     state = load_file(fn)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad: raise XrayModelError(f"{fn}: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}): "
-                                 "the training diverged or the file was changed. Retrain, with a lower learning rate.")
+    _check_values(fn, state)
     model = _build(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
 
 # %% ../nbs/10_export.ipynb #5f791619
 def image_files(paths:str|Path|list, # Image files and/or folders

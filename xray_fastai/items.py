@@ -14,8 +14,8 @@ from .core import *
 from .images import *
 
 # %% auto #0
-__all__ = ['SPLIT_NAMES', 'patient_id', 'pneumonia_type', 'xray_items', 'class_counts', 'patient_split', 'report_split',
-           'balance_items', 'class_weights']
+__all__ = ['SPLIT_NAMES', 'patient_id', 'pneumonia_type', 'xray_items', 'class_counts', 'SmallDataWarning', 'patient_split',
+           'report_split', 'balance_items', 'class_weights']
 
 # %% ../nbs/02_items.ipynb #01223f37
 SPLIT_NAMES = ('train', 'val', 'test')  # Kaggle's split folders, in the order they are read
@@ -187,6 +187,9 @@ def class_counts(df:pd.DataFrame, # Items from `xray_items`
 def _fit_rows(df:pd.DataFrame) -> pd.Series: return df['split'] != 'test'
 def _train_rows(df:pd.DataFrame) -> pd.Series: return _fit_rows(df) & ~df['is_valid']
 
+class SmallDataWarning(UserWarning):
+    "A data set too small for what was asked of it, with what to do"
+
 def patient_split(df:pd.DataFrame, # Items from `xray_items`
                   valid_pct:float=0.2, # Share of the fitting images to hold out
                   seed:int=0, # Random seed
@@ -194,8 +197,15 @@ def patient_split(df:pd.DataFrame, # Items from `xray_items`
     "Hold out `valid_pct` of the train+val images, stratified by class and grouped by patient"
     df, fit = df.copy(), _fit_rows(df)
     sub = df[fit]
-    kf = StratifiedGroupKFold(n_splits=max(2, round(1/valid_pct)), shuffle=True, random_state=seed)
-    _, valid = next(kf.split(sub, sub['multiclass'].fillna('PNEUMONIA'), sub['patient']))
+    n_splits, y = max(2, round(1/valid_pct)), sub['multiclass'].fillna('PNEUMONIA')
+    few = y.value_counts()[lambda n: n < n_splits]
+    if len(few): warnings.warn(f"{', '.join(f'{c} has {n}' for c, n in few.items())} image(s) for fitting, fewer than the {n_splits} "
+                               f"folds that valid_pct={valid_pct} cuts: its share in validation can be far from {valid_pct:.0%}. "
+                               "Add images of it, or raise valid_pct (--valid-pct).", SmallDataWarning, stacklevel=2)
+    kf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # scikit-learn's own words for the warning above
+        warnings.filterwarnings('ignore', message='The least populated class in y', category=UserWarning)
+        _, valid = next(kf.split(sub, y, sub['patient']))
     df['is_valid'] = False
     df.loc[sub.index[valid], 'is_valid'] = True
     return df

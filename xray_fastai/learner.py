@@ -93,10 +93,23 @@ def _monitor(task:str, monitor:str|None) -> tuple:
     monitor = monitor or ('roc_auc_score' if task == 'binary' else 'balanced_accuracy_score')
     return monitor, np.less if 'loss' in monitor else np.greater
 
+class _KeepsWriteErrors:
+    "A file whose failed writes are kept: torch.save reports them as a RuntimeError ('unexpected pos') without the cause"
+    def __init__(self, f): self.f, self.error = f, None
+    def write(self, b):
+        try: return self.f.write(b)
+        except OSError as e: self.error = e; raise
+    def flush(self): return self.f.flush()
+
 def _save_through_file(save, fn:Path):
-    "`save(f)` on `fn` opened by Python: a full disk is then an OSError (ENOSPC) naming `fn`, not torch.save's RuntimeError"
+    "`save(f)` on `fn` opened by Python: a failed write is the OSError it was (ENOSPC, EFBIG, EIO...) naming `fn`, not torch.save's RuntimeError"
     try:
-        with open(fn, 'wb') as f: save(f)
+        with open(fn, 'wb') as f:
+            out = _KeepsWriteErrors(f)
+            try: save(out)
+            except RuntimeError as e:
+                if out.error is None: raise
+                raise out.error from e
     except OSError as e:
         e.filename = e.filename or str(fn)  # a failed write() names no file
         raise
@@ -106,7 +119,7 @@ class _SaveBest(SaveModelCallback):
     def _save(self, name):
         self.last_saved_path = join_path_file(name, self.path/self.model_dir, ext='.pth')
         if rank_distrib(): return  # `Learner.save` writes on rank 0 only; opening the file on another rank would empty it
-        _save_through_file(partial(self.learn.save, with_opt=self.with_opt), self.last_saved_path)
+        atomic_write(self.last_saved_path, partial(_save_through_file, partial(self.learn.save, with_opt=self.with_opt)))
     def after_epoch(self):  # fastai's own prints 'Better model found at epoch 0 with roc_auc_score value: 0.8513...'; `EpochLines` says it readably
         super(SaveModelCallback, self).after_epoch()  # the tracker: is this epoch the best so far?
         if self.new_best: self._save(self.fname)
@@ -370,10 +383,7 @@ class CheckpointCallback(Callback):
                   opt=_plain_opt(self.opt.state_dict()), best_model=self.best_model,
                   values=[[float(v) for v in row] for row in self.recorder.values], smooth_loss=(sl.count, float(sl.val)),
                   scaler=self.scaler.state_dict() if hasattr(self.learn, 'scaler') else None, random=random_states(self.dls.train))
-        try: atomic_write(self.folder/CHECKPOINT, partial(_save_through_file, partial(torch.save, ck)))
-        except OSError as e:
-            e.filename = str(self.folder/CHECKPOINT)  # the file the user knows, not its temporary name
-            raise
+        atomic_write(self.folder/CHECKPOINT, partial(_save_through_file, partial(torch.save, ck)))  # an XrayWriteError names it
 
     def _restore(self):
         "Model, optimizer and best weights as they were after the last finished epoch"
@@ -387,7 +397,8 @@ class CheckpointCallback(Callback):
         set_random_states(ck['random'], self.dls.train)  # the next epochs draw the same batches and augmentations
         smc = self._tracker(SaveModelCallback)
         if smc is not None and self.best_model is not None:
-            torch.save(self.best_model, join_path_file(smc.fname, self.path/self.model_dir, ext='.pth'))
+            atomic_write(join_path_file(smc.fname, self.path/self.model_dir, ext='.pth'),
+                         partial(_save_through_file, partial(torch.save, self.best_model)))
 
 # %% ../nbs/06_learner.ipynb #4d1acc2e
 def _roc_steps(probs:np.ndarray, targets:np.ndarray, weights:np.ndarray=None) -> tuple:

@@ -75,7 +75,7 @@ def _save_fig(fig, out:Path, name:str) -> str:
     "Save `fig` as `figures/NAME.png` under `out`; the path relative to `out`"
     import matplotlib.pyplot as plt
     (out/'figures').mkdir(exist_ok=True)
-    fig.savefig(out/'figures'/f'{name}.png', dpi=90, bbox_inches='tight'); plt.close(fig)
+    atomic_write(out/'figures'/f'{name}.png', lambda tmp: fig.savefig(tmp, dpi=90, bbox_inches='tight', format='png')); plt.close(fig)
     return f'figures/{name}.png'
 
 def plot_training(log:pd.DataFrame, # From `training_log`: one row per epoch

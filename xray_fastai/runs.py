@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/runs.html.md"""
 
 # %% ../nbs/24_runs.ipynb #88645f37
 from __future__ import annotations
-import contextlib, dataclasses, difflib, inspect, numbers, shlex, tempfile, types, typing
+import contextlib, dataclasses, difflib, inspect, numbers, os, shlex, tempfile, types, typing
 from typing import Annotated
 from pathlib import Path
 import pandas as pd
@@ -23,6 +23,19 @@ RUN_WORDS = {  # how each command's messages name what its folder holds
     'report': dict(folder='the report', finished='a report', run='report', nothing='interrupted report',
                    writer='the report', kept='stages')}
 
+_held = []  # descriptors of the run folders this command has locked; `command_line` lets them go
+
+def _lock_folder(out:Path):
+    "Only one command of the command line writes into `out` at a time: an exclusive lock on the folder itself, held while it runs"
+    try: import fcntl
+    except ImportError: return  # not POSIX: no lock
+    fd = os.open(out, os.O_RDONLY)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise CliError(f"--out {out}: another xray-fastai command is writing into it now; wait until it ends, or choose another --out") from None
+    _held.append(fd)
+
 def check_run_folder(out:Path, # The folder given as --out
                      command:str, # Whose folder: 'train' or 'report' (a key of `RUN_WORDS`)
                      files:tuple, # What the command writes there: any of them in a folder without a run of ours are the user's
@@ -34,6 +47,7 @@ def check_run_folder(out:Path, # The folder given as --out
     "Refuse `out` unless it can take the run asked for (see the table above); create it and check that it is writable"
     w = RUN_WORDS[command]
     if out.exists() and not out.is_dir(): raise CliError(f"--out {out} is a file; give a folder for {w['folder']}")
+    if _command is not None and out.is_dir(): _lock_folder(out)  # before its contents are judged: another command may be writing
     if resume and overwrite: raise CliError(f"--resume keeps the finished {w['kept']} and --overwrite discards them: pass one of them")
     if finished and not overwrite: raise CliError(f"{out} already holds {w['finished']}; choose another --out or pass --overwrite")
     if resume and not interrupted: raise CliError(f"{out} holds no {w['nothing']} to resume")
@@ -46,6 +60,7 @@ def check_run_folder(out:Path, # The folder given as --out
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e: raise CliError(f"--out {out}: cannot write there ({e.strerror}); choose another folder") from e
+    if _command is not None and not _held: _lock_folder(out)  # a folder just created
 
 # %% ../nbs/24_runs.ipynb #6d2ced32
 def resume_command(command:str # The command line of the interrupted run
@@ -63,7 +78,9 @@ def command_line(argv:list # The arguments after `xray-fastai`
     global _command
     old, _command = _command, 'xray-fastai ' + ' '.join(shlex.quote(str(a)) for a in argv)
     try: yield _command
-    finally: _command = old
+    finally:
+        _command = old
+        while _held: os.close(_held.pop())  # the run folders' locks
 
 def current_command(name:str, # The command asking: 'train' or 'report'
                     default:str, # What to record when it was not run as `xray-fastai NAME` (called from Python)
