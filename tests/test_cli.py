@@ -250,7 +250,7 @@ def _nan_stats(d):
     (['--csv', '{tmp}'], 'is a folder; give a file name'),
     (['--csv', '{data}/NORMAL/IM-0000-0001.jpeg/p.csv'], 'cannot create its folder'),
     ('nan_weights', 'hold NaN or infinite values'),
-    ('nan_stats', 'stats must be [mean, std], finite numbers'),
+    ('nan_stats', 'stats must be [mean, std] of pixels on a 0..1 scale: finite'),
 ])
 def test_predict_user_errors(run, tmp_path, capsys, args, msg):
     "Each user error: one line naming it, exit status 2; never a table of labels with NaN probabilities"

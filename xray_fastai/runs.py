@@ -23,6 +23,7 @@ RUN_WORDS = {  # how each command's messages name what its folder holds
     'report': dict(folder='the report', finished='a report', run='report', nothing='interrupted report',
                    writer='the report', kept='stages')}
 
+_command = None  # the command line `xray-fastai` is running, while `command_line` runs it
 _held = []  # descriptors of the run folders this command has locked; `command_line` lets them go
 
 def _lock_folder(out:Path):
@@ -69,8 +70,6 @@ def resume_command(command:str # The command line of the interrupted run
     return command if command.endswith(' --resume') else f"{command} --resume"
 
 # %% ../nbs/24_runs.ipynb #171dd2e5
-_command = None  # the command line `xray-fastai` is running, while `command_line` runs it
-
 @contextlib.contextmanager
 def command_line(argv:list # The arguments after `xray-fastai`
                 ):
