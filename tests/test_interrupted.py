@@ -9,7 +9,7 @@ from xray_fastai.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 8  # enough epochs after the first checkpoint for a second Ctrl-C when Python swallows the first (see `start_and_kill`)
 REPORT = ['config.json', 'model.safetensors', 'metrics.json', 'per_class.csv', 'confusion.png', 'roc.png', 'most_confused.png',
-          'training_log.csv', 'summary.md']
+          'training_log.csv', 'summary.md', 'neighbours.json', 'neighbours.safetensors', 'examples']
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):

@@ -198,7 +198,7 @@ Epoch 1/1 : |██████████████████████�
 <figure><img src="unchecked.png" alt="figure"></figure><figure><img src="fine.png" alt="figure" data-outlier-axes="[]"></figure>
 <pre class="output stdout">Better model found at epoch 3 with valid_loss value: 0.31.</pre>
 <p>Within the issue's 4 GiB budget.</p>
-<figure><img src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='3000' height='40'/%3E" alt="wide"></figure>
+<figure><img src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='3000' height='40'/%3E" alt="wide" data-outlier-axes="[]"></figure>
 </main></body></html>"""
 
 def test_page_checks_catch_a_bad_page(site, server, browser):
