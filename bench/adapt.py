@@ -24,7 +24,7 @@ import argparse, os, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from xray_fastai.data import xray_cache
-from xray_fastai.export import load_model, image_files
+from xray_fastai.predict import load_model, image_files
 from xray_fastai.experiments import ResultsWriter
 from xray_fastai.adapt import adapted, adapt_bn
 
@@ -44,7 +44,7 @@ def scores(pred, probs, y) -> dict:
 def onepass(pred, imgs):
     "The study's `adapt_bn`: one pass in training mode, cumulative average over batches of 64"
     from copy import deepcopy
-    from xray_fastai.export import XrayPredictor
+    from xray_fastai.predict import XrayPredictor
     m = deepcopy(pred.model)
     x = pred.preprocess(imgs)
     adapt_bn(m, [(x[i:i+64],) for i in range(0, len(x), 64)])

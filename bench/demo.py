@@ -11,7 +11,7 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from xray_fastai.experiments import ResultsWriter
-from xray_fastai.export import image_files
+from xray_fastai.predict import image_files
 from xray_fastai.demo import INDEX_CONFIG, INDEX_WEIGHTS, EXAMPLES
 
 def free_port() -> int:

@@ -3,7 +3,8 @@ import hashlib, json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from xray_fastai.cli import main
-from xray_fastai.export import load_model, save_model, image_files
+from xray_fastai.export import save_model
+from xray_fastai.predict import load_model, image_files
 from xray_fastai.learner import classifier_learner
 from xray_fastai.phantoms import phantom_data
 from xray_fastai.adapt import adapted, ADAPT_MIN_IMAGES, ADAPT_SHARE
@@ -75,7 +76,8 @@ def test_predict_adapt_says_so_on_screen_and_in_the_csv(source, capsys):
 
 def test_an_ensemble_is_adapted_member_by_member(source, capsys):
     import shutil
-    from xray_fastai.export import save_ensemble, read_config
+    from xray_fastai.export import read_config
+    from xray_fastai.predict import save_ensemble
     ens = source['tmp']/'ens'
     for i in range(2): shutil.copytree(source['model'], ens/f'member{i}')
     save_ensemble(ens, ['member0', 'member1'], threshold=0.5)

@@ -403,7 +403,7 @@ def _bytes(folder:Path) -> dict: return {p.relative_to(folder).as_posix(): p.rea
 
 def test_ensemble_folder_members_threshold_and_scores(run, ensemble):
     import numpy as np, torch
-    from xray_fastai.export import load_model, Ensemble
+    from xray_fastai.predict import load_model, Ensemble
     from xray_fastai.learner import pick_threshold
     out = ensemble['out']
     assert sorted(p.name for p in out.iterdir()) == sorted(['config.json', 'member0', 'member1', 'member2', 'metrics.json', 'neighbours.json', 'neighbours.safetensors', 'examples',
@@ -484,7 +484,7 @@ def test_two_commands_writing_into_one_out_at_once(bad, tmp_path, capsys, monkey
 def test_a_data_folder_with_a_symlink_loop_ends(tmp_path):
     "Folder symlinks that loop (to a parent, to the folder itself) are not followed: listing ends, with each real image once"
     from xray_fastai.items import xray_items
-    from xray_fastai.export import image_files
+    from xray_fastai.predict import image_files
     for c in ('NORMAL', 'PNEUMONIA'):
         for i in range(3): write_image(tmp_path/'d'/c/f'{c[0]}{i}.jpeg', seed=i)
     (tmp_path/'d'/'NORMAL'/'up').symlink_to('..'); (tmp_path/'d'/'PNEUMONIA'/'self').symlink_to(tmp_path/'d')

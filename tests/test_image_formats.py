@@ -8,7 +8,7 @@ from torch import nn
 from fastai.callback.all import ShortEpochCallback
 from conftest import write_image
 from xray_fastai.images import load_xray, write_dicom, XrayDataError, UnreadableImageWarning; from xray_fastai.items import xray_items; from xray_fastai.data import xray_dataloaders
-from xray_fastai.export import XrayPredictor
+from xray_fastai.predict import XrayPredictor
 from xray_fastai.learner import xray_learner
 
 # a chest-like picture: bright body, two dark lungs

@@ -5,7 +5,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1]/'xray_fastai'
 LAYERS = [  # bottom up, as DEVELOPING.md draws them
     ['core', 'models', 'precision'], ['phantoms', 'runs'], ['images'], ['items', 'augment'], ['data'], ['learner', 'evaluate'],
-    ['explain', 'embeddings', 'export'], ['adapt', 'anomaly', 'neurons', 'pretrain'], ['shift', 'opacity', 'experiments'], ['report_doc'],
+    ['explain', 'embeddings', 'export'], ['predict'], ['adapt', 'anomaly', 'neurons', 'pretrain'], ['shift', 'opacity', 'experiments'], ['report_doc'],
     ['report', 'distributed', 'demo'], ['cli']]
 LEVEL = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 

@@ -8,7 +8,8 @@ from fastai.learner import Learner
 from xray_fastai.data import xray_dataloaders; from xray_fastai.core import BINARY; from xray_fastai.images import XrayDataError
 from xray_fastai.learner import xray_learner
 from xray_fastai import export
-from xray_fastai.export import save_model, load_model, read_config, model_state, XrayModelError, PickleWarning, CONFIG, WEIGHTS
+from xray_fastai.export import save_model, read_config, model_state, XrayModelError, PickleWarning, CONFIG, WEIGHTS
+from xray_fastai.predict import load_model
 
 @pytest.fixture(scope='module')
 def saved(tmp_path_factory):
@@ -239,7 +240,7 @@ def test_a_network_that_gives_nan_gets_no_label(copy, saved, tmp_path):
 @pytest.fixture
 def ens(saved, tmp_path):
     "An ensemble folder of two members: the saved model and a copy with other weights"
-    from xray_fastai.export import save_ensemble
+    from xray_fastai.predict import save_ensemble
     d = tmp_path/'ens'
     shutil.copytree(saved['folder'], d/'member0')
     learn = saved['learn']
@@ -259,7 +260,7 @@ def test_an_ensemble_predicts_the_mean_of_its_members(ens, saved):
     assert df.label.tolist() == [BINARY[int(p >= 0.4)] for p in df.prob_PNEUMONIA]
 
 def test_saving_a_loaded_ensemble_again_keeps_it_loadable(ens, tmp_path):
-    from xray_fastai.export import save_predictor
+    from xray_fastai.predict import save_predictor
     pred = load_model(ens, device='cpu')
     save_predictor(pred, tmp_path/'again', {'note': 'copy'})
     again = load_model(tmp_path/'again', device='cpu')
@@ -279,6 +280,6 @@ def test_bad_ensemble_configs(ens, change, msg):
     with pytest.raises(XrayModelError, match=msg.replace('.', r'\.')): load_model(ens, device='cpu')
 
 def test_members_that_disagree_are_refused(ens):
-    from xray_fastai.export import save_ensemble
+    from xray_fastai.predict import save_ensemble
     edit(ens/'member1', stats=[0.1, 0.2])
     with pytest.raises(XrayModelError, match='differs from member0 in stats'): save_ensemble(ens, ['member0', 'member1'])

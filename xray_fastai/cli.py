@@ -155,7 +155,8 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
     from xray_fastai.experiments import protocol_learner, fit_and_evaluate
     from xray_fastai.images import xray_source; from xray_fastai.data import data_record
-    from xray_fastai.export import save_model, save_ensemble
+    from xray_fastai.export import save_model
+    from xray_fastai.predict import save_ensemble
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     out = Path(out or f"runs/{task}-{arch}-{stamp}")
     check_run_folder(out, 'train', _run_files(), (out/CONFIG).exists(), _interrupted(out), overwrite, resume)
@@ -233,7 +234,7 @@ def predict(model_dir:str, # Model folder written by `xray-fastai train` (config
            ) -> pd.DataFrame: # One row per file: path, label, class probabilities, error (and adapted_on with --adapt)
     "Predict chest X-ray images with a saved model"
     from xray_fastai.images import IMAGE_EXTS
-    from xray_fastai.export import load_model
+    from xray_fastai.predict import load_model
     if not paths: raise CliError("give at least one image file or folder to predict")
     if bs < 1: raise CliError(f"--bs must be at least 1, not {bs}")
     if csv:
@@ -272,7 +273,8 @@ def adapt(model_dir:str, # Model folder (one model or an ensemble) written by `x
           bs:int=64, # Images per batch; the result does not depend on it
          ) -> Path: # The new model folder
     "Adapt a saved model to a new site: re-estimate its batch-norm statistics on the site's unlabeled images, into a new folder"
-    from xray_fastai.export import load_model, save_predictor, CONFIG
+    from xray_fastai.export import CONFIG
+    from xray_fastai.predict import load_model, save_predictor
     from xray_fastai.adapt import adapted
     if not images: raise CliError("give the new site's images (files or folders) to adapt on")
     if out is None: raise CliError("--out is required: adapt writes a new model folder and never changes the source")
@@ -349,7 +351,7 @@ def _load_library() -> type:
     with warnings.catch_warnings():  # fastai.layers compiles with `torch.jit.script`, which torch >= 2.10 deprecates: fastai's warning, not the user's
         warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
         from xray_fastai.images import XrayDataError
-        import xray_fastai.learner, xray_fastai.export
+        import xray_fastai.learner, xray_fastai.predict
     return XrayDataError
 
 _USER_OS_ERRORS = {k: WRITE_ADVICE[k] for k in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)}  # beyond writes

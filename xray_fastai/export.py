@@ -1,4 +1,4 @@
-"""Safe model files (`model.safetensors` + `config.json`) and a predictor that reads them: no pickle, so loading a model runs no code.
+"""Safe model files (`model.safetensors` + `config.json`): no pickle, so loading a model runs no code; every value a model folder carries is checked before it reaches torch.
 
 Docs: https://xray-fastai.github.io/xray_fastai/export.html.md"""
 
@@ -6,9 +6,9 @@ Docs: https://xray-fastai.github.io/xray_fastai/export.html.md"""
 
 # %% ../nbs/10_export.ipynb #79e7eb77
 from __future__ import annotations
-import hashlib, json, math, os, re, warnings
+import hashlib, json, math, os, re
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
@@ -16,21 +16,18 @@ from fastcore.all import *
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.tracker import SaveModelCallback
 from fastai.learner import Learner
-from fastprogress.fastprogress import progress_bar
 import xray_fastai
 from .core import *
 from .images import *
 from .items import *
 from .data import *
-from .learner import ModelRecord, model_record
+from .learner import model_record
 from .evaluate import finite_or_none
 from .phantoms import _hw
-from .items import _visible
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'MAX_MEMBERS', 'XrayModelError',
-           'PickleWarning', 'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights', 'image_files',
-           'Ensemble', 'XrayPredictor', 'save_ensemble', 'load_ensemble', 'save_predictor', 'load_model']
+           'PickleWarning', 'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights']
 
 # %% ../nbs/10_export.ipynb #1237a34f
 FORMAT = 'xray_fastai.model'
@@ -325,207 +322,3 @@ def load_weights(folder:str|Path, # A model folder written by `save_model`
     model.load_state_dict(state, strict=True)
     return model.eval()
 
-
-# %% ../nbs/10_export.ipynb #5f791619
-def image_files(paths:str|Path|list, # Image files and/or folders
-               ) -> list: # Paths: files as given, folders expanded (recursively, sorted, images only)
-    "The files to predict for `paths`; paths that do not exist are kept, so that they get an error row"
-    res = []
-    for p in ([paths] if isinstance(paths, (str, Path)) else list(paths)):
-        p = Path(p)
-        if p.is_dir():
-            res += sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in IMAGE_EXTS
-                          and all(_visible(Path(o)) for o in f.relative_to(p).parts))
-        else: res.append(p)
-    return res
-
-# %% ../nbs/10_export.ipynb #a28fdbbe
-class Ensemble(nn.Module):
-    "Several networks as one: the log of their mean class probabilities, so that `softmax` of the output is that mean"
-    def __init__(self,
-                 members:list, # The networks, each images to class scores
-                 configs:list=None, # Each member's config, as read from its folder
-                 names:list=None, # Each member's sub-folder name
-                ):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.configs = list(configs or [{}]*len(members))
-        self.names = list(names or [f'member{i}' for i in range(len(members))])
-    def forward(self, x):
-        p = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(0)
-        return p.clamp_min(torch.finfo(p.dtype).tiny).log()
-
-# %% ../nbs/10_export.ipynb #bf321243
-class XrayPredictor:
-    "A trained X-ray classifier with its preprocessing: predicts image files into a table"
-    def __init__(self,
-                 model:nn.Module, # The network: one-channel images to class scores
-                 vocab:list, # Class names, in the order of the network's outputs
-                 size:int|tuple, # Image size of training, as a square side or (height, width)
-                 stats:tuple, # (mean, std) normalisation statistics of training, on a 0..1 scale
-                 threshold:float=None, # Two classes: predict the second one when its probability >= threshold
-                 task:str=None, # 'binary' or 'multiclass'
-                 config:dict=None, # The config the predictor was loaded from
-                 device:str|torch.device=None, # Where to run; a GPU if available by default
-                ):
-        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-        self.model = model.to(self.device).eval()
-        self.vocab, self.size, self.stats = list(vocab), _hw(size), tuple(float(s) for s in stats)
-        self.threshold, self.config = threshold, config or {}
-        self.task = task or ('binary' if len(self.vocab) == 2 else 'multiclass')
-
-    def __repr__(self):
-        thr = 'argmax' if self.threshold is None else f'threshold {self.threshold:.3f}'
-        arch = self.config.get('arch', type(self.model).__name__)
-        if isinstance(self.model, Ensemble): arch = f"ensemble of {len(self.model.members)} {arch}"
-        site = self.config.get('site_adaptation')
-        site = f"; site-adapted on {site['n_images']} images" if isinstance(site, dict) and 'n_images' in site else ''
-        return (f"XrayPredictor({arch}, {self.task}: {', '.join(self.vocab)}; "
-                f"{self.size[0]}x{self.size[1]} px; {thr}{site})")
-
-    def preprocess(self, images:np.ndarray|torch.Tensor # uint8 images (n, height, width) from `load_xray`
-                  ) -> torch.Tensor: # float32 (n, 1, height, width), normalised as in training
-        "Training's batch pipeline: divide by 255 (`IntToFloatTensor`), then `Normalize` with the saved stats"
-        x = torch.as_tensor(images)[:, None].float().div_(255.)
-        mean, std = torch.tensor([self.stats[0]]).view(1, -1, 1, 1), torch.tensor([self.stats[1]]).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-    def probs(self, images:np.ndarray|torch.Tensor # uint8 images (n, height, width) at the model's size
-             ) -> torch.Tensor: # (n, n_classes) probabilities
-        "Class probabilities of a batch of decoded images"
-        with torch.no_grad():
-            return torch.softmax(self.model(self.preprocess(images).to(self.device)).float(), dim=1).cpu()
-
-    def decide(self, probs:torch.Tensor # (n, n_classes) probabilities
-              ) -> list: # Class names
-        "The saved threshold's decision for two classes, else the most probable class"
-        idx = (probs[:, 1] >= self.threshold).long() if len(self.vocab) == 2 and self.threshold is not None else probs.argmax(1)
-        return [self.vocab[i] for i in idx.tolist()]
-
-    def predict(self,
-                paths:str|Path|list, # Image files and/or folders (searched recursively)
-                bs:int=64, # Images per batch
-                progress:bool=False, # Show a progress bar
-               ) -> pd.DataFrame: # Columns path, label, prob_<class>..., error
-        "Predict every image of `paths`; unreadable files, and any the model gives no finite probabilities, get a message in `error` instead"
-        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
-            raise XrayDataError(f"bs must be a positive integer, not {bs!r}")
-        files = image_files(paths)
-        cols = ['path', 'label', *[f'prob_{v}' for v in self.vocab], 'error']
-        rows = [dict(path=str(f), label=None, error=None) for f in files]
-        batches = range(0, len(files), bs)
-        for i in (progress_bar(batches, leave=False) if progress else batches):
-            ok, imgs = [], []
-            for j in range(i, min(i+bs, len(files))):
-                try: imgs.append(load_xray(files[j], self.size)); ok.append(j)
-                except XrayDataError as e: rows[j]['error'] = str(e)
-                except OSError as e: rows[j]['error'] = f"{files[j]}: cannot be read ({type(e).__name__}: {e.strerror or e})"
-            if not ok: continue
-            p = self.probs(np.stack(imgs))
-            for j, pj, lbl in zip(ok, p.tolist(), self.decide(p)):
-                if not all(map(math.isfinite, pj)):  # a label decided on NaN would be a wrong answer that looks like one
-                    rows[j]['error'] = f"{files[j]}: the model gave no finite probabilities (NaN or infinite)"; continue
-                rows[j].update(label=lbl, **{f'prob_{v}': q for v, q in zip(self.vocab, pj)})
-        return pd.DataFrame(rows, columns=cols)
-
-# %% ../nbs/10_export.ipynb #3eb1bb2c
-_SHARED = ('task', 'vocab', 'size', 'stats', 'n_in')  # what every member of an ensemble must agree on
-
-def _ensemble_config(folder:Path, names:list, cfgs:list, threshold:float|None, training:dict, extra:dict=None) -> dict:
-    "The top-level config of an ensemble folder whose members are saved in `folder/NAME`"
-    for n, c in zip(names[1:], cfgs[1:]):
-        bad = [k for k in _SHARED if c.get(k) != cfgs[0].get(k)]
-        if bad: raise XrayModelError(f"{folder/n/CONFIG}: the member differs from {names[0]} in {', '.join(bad)}; "
-                                     "an ensemble's members must see images alike and predict the same classes")
-    c0 = cfgs[0]
-    return dict(format=FORMAT, format_version=FORMAT_VERSION, arch=c0['arch'], model_kwargs=c0.get('model_kwargs', {}),
-                **{k: c0[k] for k in _SHARED}, threshold=threshold,
-                ensemble=[dict(folder=n, config_sha256=_sha256(folder/n/CONFIG)) for n in names],
-                toolkit_version=xray_fastai.__version__, torch_version=torch.__version__, training=training or {}, **(extra or {}))
-
-def save_ensemble(folder:str|Path, # The ensemble's folder: each member already saved by `save_model` into a sub-folder
-                  names:list, # The members' sub-folder names, e.g. ['member0', 'member1']
-                  threshold:float=None, # Two classes: the ensemble's threshold, chosen on its averaged validation probabilities
-                  training:dict=None, # Training settings and facts to record
-                 ) -> Path: # The folder
-    "Write the config that makes `folder` an ensemble of its members: `load_model` then averages their probabilities"
-    folder = Path(folder)
-    _write_config(folder, _ensemble_config(folder, names, [read_config(folder/n) for n in names], threshold, training))
-    return folder
-
-def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensemble`
-                  config:dict, # Its config, from `read_config`
-                  verify:bool=True, # Check every member's config and weights against their recorded SHA-256
-                 ) -> Ensemble: # The members as one network, in eval mode, on the CPU
-    "Load every member of an ensemble folder, each with `read_config` and `load_weights` and their checks"
-    folder, models, cfgs = Path(folder), [], []
-    for m in config['ensemble']:
-        sub = folder/m['folder']
-        c = read_config(sub)
-        if verify and _sha256(sub/CONFIG) != m['config_sha256']:
-            raise XrayModelError(f"{sub/CONFIG}: the file does not match the SHA-256 recorded in {folder/CONFIG}; it was "
-                                 "damaged or replaced after saving.")
-        _need(not c.get('ensemble'), sub/CONFIG, "an ensemble inside an ensemble; a member must be one model")
-        bad = [k for k in _SHARED if c.get(k) != config.get(k)]
-        _need(not bad, sub/CONFIG, f"differs from the ensemble's {folder/CONFIG} in {', '.join(bad)}")
-        models.append(load_weights(sub, c, verify)); cfgs.append(c)
-    return Ensemble(models, cfgs, [m['folder'] for m in config['ensemble']]).eval()
-
-def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its network changed (e.g. `adapt.adapted`)
-                   folder:str|Path, # A new model folder
-                   record:dict=None, # Added to the config (and to every member's): what was changed and how
-                  ) -> Path: # The folder
-    "Save a loaded predictor's network as a model folder (one model or an ensemble), with its config plus `record`"
-    folder, record = Path(folder), record or {}
-    if not pred.config.get('format'): raise XrayModelError("only a predictor loaded from a model folder (load_model) can be saved again")
-    m = pred.model
-    if not isinstance(m, Ensemble): _save_one(model_state(m), {**pred.config, **record}, folder); return folder
-    cfgs = [_save_one(model_state(mm), {**c, **record}, folder/n) for mm, c, n in zip(m.members, m.configs, m.names)]
-    keep = {k: v for k, v in pred.config.items() if k not in ('ensemble', 'threshold', 'training')}
-    _write_config(folder, {**keep, **_ensemble_config(folder, m.names, cfgs, pred.threshold, pred.config.get('training')), **record})
-    return folder
-
-def _pickle_predictor(fn:Path, device) -> XrayPredictor:
-    "A predictor from a fastai `learn.export()` pickle: runs code from the file!"
-    from fastai.learner import load_learner
-    warnings.warn(f"{fn}: loading a pickle, which runs any code the file contains; do this only for files you trust. "
-                  "Prefer save_model/load_model (safetensors + JSON).", PickleWarning, stacklevel=3)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*load_learner.*pickle')
-        try: learn = load_learner(fn, cpu=True)
-        except Exception as e: raise XrayModelError(f"{fn}: not a loadable fastai export ({type(e).__name__}: {e})") from e
-    norm = first(t for t in learn.dls.after_batch.fs if type(t).__name__ == 'Normalize')
-    stats = (float(norm.mean.flatten()[0]), float(norm.std.flatten()[0])) if norm is not None else None
-    size = None  # exports drop the DataLoaders' record: read the size off the cache or the resize
-    for t in [*learn.dls.tfms[0].fs, *learn.dls.train.after_item.fs] if hasattr(learn.dls, 'tfms') else learn.dls.train.after_item.fs:
-        if hasattr(t, 'images'): size = tuple(t.images.shape[-2:]); break
-        if type(t).__name__ == 'Resize': size = t.size; break
-    if stats is None or size is None: raise XrayModelError(f"{fn}: a fastai export, but not of an xray_fastai learner (no Normalize or image size)")
-    vocab = list(learn.dls.vocab)
-    model = learn.__dict__.get('xray') or ModelRecord(arch=None)  # a fastai export of a learner not made by `xray_learner`
-    cfg = dict(arch=model.arch, vocab=vocab, size=list(_hw(size)), stats=list(stats), source='pickle')
-    return XrayPredictor(learn.model.float(), vocab, size, stats, model.threshold, config=cfg, device=device)
-
-def load_model(path:str|Path, # A model folder (or its config.json / model.safetensors); a .pkl only with `allow_pickle`
-               allow_pickle:bool=False, # Allow a fastai `learn.export()` pickle, which runs code from the file
-               device:str|torch.device=None, # Where to run; a GPU if available by default
-               verify:bool=True, # Check the weights file against the SHA-256 recorded in the config
-              ) -> XrayPredictor:
-    "An `XrayPredictor` from a folder written by `save_model` or `save_ensemble`; no pickle unless explicitly allowed"
-    path = Path(path)
-    if path.is_file() and path.name in (CONFIG, WEIGHTS): path = path.parent
-    pkl = path if path.is_file() and path.suffix.lower() in ('.pkl', '.pth', '.pt') else None
-    if pkl is None and path.is_dir() and not (path/CONFIG).exists():
-        pkl = first(sorted(path.glob('*.pkl')))
-    if pkl is not None:
-        if not allow_pickle:
-            raise XrayModelError(f"{pkl}: a pickle file (fastai learn.export()); loading it runs any code it contains, so it "
-                                 "is refused by default. Load it with allow_pickle=True (--allow-pickle) only if you trust "
-                                 "its source, or re-save the model with save_model (safetensors + config.json).")
-        return _pickle_predictor(pkl, device)
-    if not path.exists(): raise XrayModelError(f"{path}: no such model folder")
-    if path.is_file(): raise XrayModelError(f"{path}: not a model folder, {CONFIG}, {WEIGHTS} or .pkl file")
-    cfg = read_config(path)
-    model = load_ensemble(path, cfg, verify) if cfg.get('ensemble') else load_weights(path, cfg, verify)
-    return XrayPredictor(model, cfg['vocab'], tuple(cfg['size']), tuple(cfg['stats']), cfg['threshold'], cfg.get('task'),
-                         config=cfg, device=device)
