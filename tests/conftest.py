@@ -1,4 +1,4 @@
-import os
+import contextlib, os
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
@@ -29,3 +29,31 @@ def real_data():
     p = os.environ.get('XRAY_DATA')
     if not p or not Path(p).is_dir(): pytest.skip('XRAY_DATA is not set')
     return Path(p)
+
+chromium, chromedriver = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
+
+def need_browser():
+    "Skip without headless Chromium, its driver and selenium; under CI, fail instead"
+    missing = [str(p) for p in (chromium, chromedriver) if not p.exists()]
+    try: import selenium
+    except ImportError: missing.append('selenium (pip)')
+    if not missing: return
+    msg = f"the browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver; pip install -e '.[dev]'"
+    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'): pytest.fail(msg)
+    pytest.skip(msg)
+
+@contextlib.contextmanager
+def chromium_driver():
+    "A headless Chromium under selenium, with a fresh profile (chromedriver makes one when none is given) and its console log kept"
+    need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-dev-shm-usage',
+              '--disable-background-networking', '--disable-component-update', '--disable-sync', '--window-size=1280,900'):
+        opts.add_argument(a)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    driver = webdriver.Chrome(options=opts, service=Service(str(chromedriver)))
+    try: yield driver
+    finally: driver.quit()

@@ -3,9 +3,9 @@ import json, os, shutil, socket, struct, time, zlib
 from pathlib import Path
 import numpy as np, pytest
 from xray_fastai.cli import main
+from conftest import chromium_driver
 
 pytest.importorskip('gradio', reason='the demo needs Gradio: pip install -e ".[demo]"')
-chromium, chromedriver = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
 
 def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -114,28 +114,9 @@ def test_help_says_where_it_serves():
                          env={**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])})
     assert res.returncode == 0 and '--host' in res.stdout and '127.0.0.1' in res.stdout and '--port' in res.stdout
 
-def _need_browser():
-    missing = [str(p) for p in (chromium, chromedriver) if not p.exists()]
-    try: import selenium
-    except ImportError: missing.append('selenium (pip)')
-    if not missing: return
-    msg = f"the browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver; pip install -e '.[dev]'"
-    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'): pytest.fail(msg)
-    pytest.skip(msg)
-
 @pytest.fixture(scope='module')
 def browser():
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(chromium)
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-dev-shm-usage',
-              '--disable-background-networking', '--disable-component-update', '--disable-sync', '--window-size=1280,900'):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=Service(str(chromedriver)))
-    yield driver
-    driver.quit()
+    with chromium_driver() as driver: yield driver
 
 def test_the_page_in_chromium_shows_the_label_and_the_overlay(browser, app_url, model_dir):
     "Upload a phantom test image as a user would, then read the label box and check the overlay image has loaded"

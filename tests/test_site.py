@@ -10,11 +10,11 @@ from urllib.request import urlopen
 
 import pytest, yaml
 from nbdev.config import get_config
+from conftest import chromium_driver
 
 root = Path(__file__).parents[1]
 nbs = root/'nbs'
 artefacts = root/'test-artefacts'
-chromium, chromedriver = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
 sys.path.insert(0, str(root/'tools'))
 from build_site import chapter_files
 
@@ -77,30 +77,9 @@ def server(site):
     yield f'http://127.0.0.1:{httpd.server_port}/'
     httpd.shutdown()
 
-def _need_browser():
-    missing = [str(p) for p in (chromium, chromedriver) if not p.exists()]
-    try: import selenium
-    except ImportError: missing.append('selenium (pip)')
-    if not missing: return
-    msg = f"the browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver; pip install -e '.[dev]'"
-    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'): pytest.fail(msg)
-    pytest.skip(msg)
-
 @pytest.fixture(scope='session')
 def browser():
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(chromium)
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-dev-shm-usage',
-              '--disable-background-networking', '--disable-component-update', '--disable-sync', '--window-size=1280,900'):
-        opts.add_argument(a)
-    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    # a fresh profile per session: chromedriver makes a temporary --user-data-dir when none is given
-    driver = webdriver.Chrome(options=opts, service=Service(str(chromedriver)))
-    yield driver
-    driver.quit()
+    with chromium_driver() as driver: yield driver
 
 _read_page = """
 const main = document.querySelector('main');

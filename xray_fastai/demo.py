@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from fastcore.script import CliError
 from .core import atomic_write
+from .images import IMAGE_EXTS
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'INDEX_VERSION', 'INDEX_WEIGHTS', 'INDEX_CONFIG', 'EXAMPLES', 'THUMB', 'OOD_PCT', 'MAX_INDEX_BYTES',
@@ -323,7 +324,7 @@ def describe(res:dict, # From `DemoModel.analyse`
     return '\n\n'.join(out)
 
 # %% ../nbs/20_demo.ipynb #ab77bbae
-UPLOAD_TYPES = ['.png', '.jpg', '.jpeg', '.dcm', '.dicom', '.bmp', '.tif', '.tiff']
+UPLOAD_TYPES = sorted(IMAGE_EXTS)  # what `load_xray` reads, and so what `predict` takes
 MAX_UPLOAD = '50mb'  # Gradio refuses larger uploads before they reach the reader
 
 def _gradio():
