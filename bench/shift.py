@@ -45,7 +45,7 @@ def scores(valid:tuple, test:tuple, thr:float=None) -> dict:
     if valid[0].shape[1] > 2:
         return dict(**{f'test_{k}': a[k] for k in MULTI_COLS}, valid_roc_auc=v['roc_auc'],
                     valid_balanced_accuracy=v['balanced_accuracy'], **ece)
-    thr = pick_threshold(valid[0][:, 1], valid[1]) if thr is None else thr
+    thr = pick_threshold(valid[0][:, 1], valid[1], 'youden') if thr is None else thr
     t = classification_scores(*test, thr)
     return dict(**{f'test_{k}': a[k] for k in COLS}, **{f'test_thr_{k}': t[k] for k in COLS}, threshold=thr,
                 valid_roc_auc=v['roc_auc'], **ece)
