@@ -163,8 +163,8 @@ def autoencoder_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_o
                         mask:float=0., # Masking: share of 8-pixel patches blanked in training inputs
                         fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (`to_fast_precision`)
                         **kwargs, # Passed to fastai's `Learner` (`cbs`, `metrics`, `path`, `wd`, ...)
-                       ) -> Learner:
-    "A `Learner` that trains a `ConvAutoencoder` to rebuild the NORMAL images of `dls`"
+                       ) -> Learner: # In mixed precision when `fast_precision`
+    "A `Learner` that trains a `ConvAutoencoder` to rebuild the NORMAL images of `dls`; other keywords go to fastai's `Learner`"
     check_normal_only(dls)
     cbs = L(kwargs.pop('cbs', None))
     if variational: cbs.append(KLDivergence(beta))

@@ -145,8 +145,8 @@ def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
                  fast_precision:bool=DEFAULTS.fast_precision, # bf16/fp16 mixed precision and channels_last
                  model_kwargs:dict=None, # Passed to `xray_model`
                  **kwargs, # Passed to fastai's `Learner` (`cbs`, `metrics`, `path`, `wd`, ...)
-                ) -> Learner:
-    "A classifier `Learner` for `dls` (from `xray_dataloaders`) that keeps its best epoch"
+                ) -> Learner: # In mixed precision when `fast_precision`
+    "A classifier `Learner` for `dls` (from `xray_dataloaders`) that keeps its best epoch; other keywords go to fastai's `Learner`"
     model = xray_model(arch, n_out=dls.c, n_in=1, pretrained=pretrained, **(model_kwargs or {}))
     task = data_record(dls).task
     monitor, comp = _monitor(task, monitor)
