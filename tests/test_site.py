@@ -1,6 +1,6 @@
 """The documentation site: Quarto's config stays what `nbdev-docs` expects, and the site built without Quarto
 (`python tools/build_site.py`) is opened page by page in headless Chromium."""
-import base64, hashlib, json, os, re, subprocess, sys, threading
+import ast, base64, dataclasses, hashlib, html, importlib, inspect, json, os, re, subprocess, sys, threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -320,3 +320,63 @@ def test_internal_links_resolve(pages, server):
                 except HTTPError: ok = False
             if not ok: broken.append(f'{name} -> {link[len(server):]}')
     assert broken == []
+
+# ---- API blocks: the toolkit's own parameters, not fastai's signatures
+
+_api_block = re.compile(r'<div class="api">.*?<h3 id="([^"]+)">.*?</h3>\s*<pre class="highlight"><code>(.*?)</code></pre>', re.S)
+_max_inherited = 5   # a small constructor inherited from fastai (`Transform`: 4) may show; a signature passed on to (`Learner`: 13) may not
+
+def api_signatures(page:str) -> dict:
+    "Heading id -> the signature (as text) of each API block of the HTML `page`"
+    return {hid: html.unescape(re.sub(r'<[^>]+>', '', code)) for hid, code in _api_block.findall(page)}
+
+def listed_params(sig:str) -> list:
+    "The parameter names of the signature `sig` shows (`def f(\\n    a:int=0, # comment\\n ...)->T: # comment`)"
+    sig = re.sub(r'<[^>\n]*>', 'None', sig.split('"""')[0])   # reprs such as `<factory>` are no Python
+    a = ast.parse(sig.rstrip() + '\n    pass').body[0].args
+    return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if p]
+
+def own_params(obj) -> set:
+    "Parameters the toolkit declares for `obj`: in its code and in the toolkit's functions or settings it delegates to"
+    own = set()
+    while obj is not None and getattr(obj, '__module__', '').startswith('xray_fastai'):
+        if dataclasses.is_dataclass(obj): own |= {f.name for f in dataclasses.fields(obj)}
+        if isinstance(obj, type): obj = obj.__init__; continue   # an `__init__` inherited from fastai is fastai's
+        if (code := getattr(inspect.unwrap(obj), '__code__', None)):   # a decorated function's own code (`torch.no_grad`, ...)
+            own |= set(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 4) + bool(code.co_flags & 8)])
+        obj = getattr(obj, '__delwrap__', None)   # `@delegates` (and `runs.settings_options`) leave the target here
+    return own
+
+def inherited_params(sig:str, obj) -> list:
+    "Parameters the signature `sig` of `obj` lists that the toolkit does not declare (fastai's, through `@delegates` or inheritance)"
+    return [p for p in listed_params(sig) if p not in own_params(obj)]
+
+def test_inherited_params_check_catches_a_delegated_learner():
+    "The check below fails on a function that `@delegates` to fastai's `Learner`, and passes once it documents `**kwargs`"
+    from fastai.learner import Learner
+    from fastcore.docments import DocmentText
+    from fastcore.meta import delegates
+    def f(dls, n:int=1, **kwargs): pass
+    def g(dls, n:int=1, **kwargs): pass
+    g = delegates(Learner.__init__)(g)
+    g.__module__ = f.__module__ = 'xray_fastai.canary'   # as if the toolkit declared them
+    assert len(inherited_params(str(DocmentText(g)), g)) > _max_inherited   # `lr`, `cbs`, `metrics`, `wd`, ...
+    assert inherited_params(str(DocmentText(f)), f) == []
+
+def test_api_blocks_list_the_toolkits_own_parameters(site):
+    """No API block lists more than a few parameters that the toolkit does not declare: a function passing keywords on to
+    fastai (`Learner`, `TfmdDL`) documents them as `**kwargs` instead of repeating fastai's whole signature"""
+    from xray_fastai._modidx import d
+    pages, checked, problems = {}, 0, {}
+    for mod, syms in d['syms'].items():
+        for sym, (url, _) in syms.items():
+            name = sym[len(mod)+1:]
+            if '.' in name or name.startswith('_'): continue
+            page, frag = url.split('#')
+            if page not in pages: pages[page] = api_signatures((site/page).read_text())
+            if frag not in pages[page]: continue   # `test_api_entries` checks that every symbol has its block
+            checked += 1
+            if len(extra := inherited_params(pages[page][frag], getattr(importlib.import_module(mod), name))) > _max_inherited:
+                problems[url] = extra
+    assert checked > 250   # the blocks were found
+    assert problems == {}, "drop `@delegates` to fastai and document `**kwargs` as passed to it (DEVELOPING.md)"

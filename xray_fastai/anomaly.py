@@ -153,7 +153,6 @@ class CorruptInput(Callback):
         self.learn.xb = (x,)
 
 # %% ../nbs/13_anomaly.ipynb #4e5e3f50
-@delegates(Learner.__init__)
 def autoencoder_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_only')`: NORMAL images only
                         widths:tuple=ANOMALY.ae_widths, # Encoder stages' channels
                         latent:int=16, # Channels of the code
@@ -163,8 +162,9 @@ def autoencoder_learner(dls:DataLoaders, # From `xray_dataloaders(task='normal_o
                         noise:float=0., # Denoising: noise added to training inputs
                         mask:float=0., # Masking: share of 8-pixel patches blanked in training inputs
                         fast_precision:bool=DEFAULTS.fast_precision, # Mixed precision (`to_fast_precision`)
-                        **kwargs) -> Learner:
-    "A `Learner` that trains a `ConvAutoencoder` to rebuild the NORMAL images of `dls`"
+                        **kwargs, # Passed to fastai's `Learner` (`cbs`, `metrics`, `path`, `wd`, ...)
+                       ) -> Learner: # In mixed precision when `fast_precision`
+    "A `Learner` that trains a `ConvAutoencoder` to rebuild the NORMAL images of `dls`; other keywords go to fastai's `Learner`"
     check_normal_only(dls)
     cbs = L(kwargs.pop('cbs', None))
     if variational: cbs.append(KLDivergence(beta))

@@ -173,7 +173,10 @@ def _batch_reader(tl:TfmdLists):
     return None
 
 class CachedXrayDL(TfmdDL):
-    "A `TfmdDL` that gathers each batch of cached images and labels with one tensor index instead of item by item"
+    "A `TfmdDL` that gathers each batch of cached images and labels with one tensor index instead of item by item; it takes `TfmdDL`'s keywords"
+    def __init__(self, dataset, # The `Datasets` of one split: `xray_dataloaders` passes `dl_type=CachedXrayDL`
+                 **kwargs): # Passed to fastai's `TfmdDL` (`bs`, `shuffle`, `after_batch`, ...)
+        super().__init__(dataset, **kwargs)
     def create_batches(self, samps):
         tls = getattr(self.dataset, 'tls', [])
         readers = [_batch_reader(tl) for tl in tls]

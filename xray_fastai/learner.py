@@ -136,7 +136,6 @@ class _RemoveBestWeights(Callback):
             try: d.rmdir()
             except OSError: break  # not empty: files the user saved there stay
 
-@delegates(Learner.__init__)
 def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
                  arch:str=DEFAULTS.arch, # 'vgg', an xresnet name, or any timm architecture (see `xray_model`)
                  pretrained:bool=False, # Start from pretrained weights (timm; needs network access)
@@ -145,9 +144,9 @@ def xray_learner(dls:DataLoaders, # `DataLoaders` from `xray_dataloaders`
                  patience:int=None, # Stop after this many epochs without improvement; None trains all epochs
                  fast_precision:bool=DEFAULTS.fast_precision, # bf16/fp16 mixed precision and channels_last
                  model_kwargs:dict=None, # Passed to `xray_model`
-                 **kwargs, # Passed to `Learner`
-                ) -> Learner:
-    "A classifier `Learner` for `dls` (from `xray_dataloaders`) that keeps its best epoch"
+                 **kwargs, # Passed to fastai's `Learner` (`cbs`, `metrics`, `path`, `wd`, ...)
+                ) -> Learner: # In mixed precision when `fast_precision`
+    "A classifier `Learner` for `dls` (from `xray_dataloaders`) that keeps its best epoch; other keywords go to fastai's `Learner`"
     model = xray_model(arch, n_out=dls.c, n_in=1, pretrained=pretrained, **(model_kwargs or {}))
     task = data_record(dls).task
     monitor, comp = _monitor(task, monitor)
