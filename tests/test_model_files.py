@@ -76,7 +76,8 @@ def test_config_for_another_architecture(copy):
     (lambda d: edit(d, vocab=['NORMAL']), 'vocab must be'),
     (lambda d: edit(d, size=[8, 8]), r'size \[8, 8\] is too small for the \'vgg\' network .* at least 15 x 15 pixels'),
     (lambda d: edit(d, size=[300, 14]), r"size \[300, 14\] is too small"),
-    (lambda d: edit(d, stats=[0.5, 7.0]), r'std in \(0, 1\]'),
+    (lambda d: edit(d, stats=[0.5, 7.0]), r'std in \[1/255, 1\]'),
+    (lambda d: edit(d, stats=[0.0, 4e-102]), r'std in \[1/255, 1\]'),  # hypothesis's find: a positive std so small that (x - mean) / std overflows
     (lambda d: edit(d, stats=[-3, 0.2]), r'mean in \[0, 1\]'),
     (lambda d: edit(d, threshold=1.5), r'threshold must be null or, for two classes, a number in \[0, 1\]'),
     (lambda d: edit(d, task='multiclass'), "task must be null, 'binary' .* not 'multiclass' for 2 classes"),

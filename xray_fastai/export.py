@@ -26,8 +26,8 @@ from .evaluate import finite_or_none
 from .phantoms import _hw
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'MAX_MEMBERS', 'XrayModelError',
-           'PickleWarning', 'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'MIN_STD', 'MAX_MEMBERS',
+           'XrayModelError', 'PickleWarning', 'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights']
 
 # %% ../nbs/10_export.ipynb #1237a34f
 FORMAT = 'xray_fastai.model'
@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 WEIGHTS, CONFIG = 'model.safetensors', 'config.json'
 MAX_SIZE = 2048  # largest image side a model may ask for: each image is decoded at this size, in every batch
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; a larger file is not one of ours
+MIN_STD = 1 / 255  # smallest pixel std a model may divide by: one grey level; below it images are blank and (x - mean) / std overflows
 MAX_MEMBERS = 20  # models an ensemble folder may hold: every one of them runs on every image
 
 class XrayModelError(XrayDataError):
@@ -227,8 +228,8 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     _need(isinstance(sz, list) and len(sz) == 2 and all(isinstance(o, int) and not isinstance(o, bool) and 0 < o <= MAX_SIZE for o in sz),
           fn, f"size must be [height, width] in pixels, 1 to {MAX_SIZE}, not {sz!r}")
     st = cfg.get('stats')
-    _need(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and 0 <= st[0] <= 1 and 0 < st[1] <= 1, fn,
-          f"stats must be [mean, std] of pixels on a 0..1 scale: finite, mean in [0, 1], std in (0, 1], not {st!r}")
+    _need(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and 0 <= st[0] <= 1 and MIN_STD <= st[1] <= 1, fn,
+          f"stats must be [mean, std] of pixels on a 0..1 scale: finite, mean in [0, 1], std in [1/255, 1], not {st!r}")
     task = cfg.get('task')
     _need(task is None or (isinstance(task, str) and task in TASKS and (task == 'binary') == (len(voc) == 2)), fn,
           f"task must be null, 'binary' (two classes) or 'multiclass' (more), not {task!r} for {len(voc)} classes")
