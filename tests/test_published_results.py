@@ -15,7 +15,7 @@ def _code_cells(f:Path) -> list:
 
 def test_published_results_are_the_benchmarks_files():
     "Each shipped file is byte for byte the `bench/results` file of its name (copy it again after a benchmark reruns)"
-    shipped = sorted(published_results().iterdir())
+    shipped = sorted(f for f in published_results().iterdir() if f.is_file())   # `report_data/` is a report, not a benchmark
     assert len(shipped) > 30
     assert [f.name for f in shipped if f.read_bytes() != (bench/f.name).read_bytes()] == []
 
@@ -36,7 +36,18 @@ def test_the_wheel_ships_them(tmp_path):
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w', str(tmp_path), str(root)],
                    check=True, capture_output=True)
     names = set(zipfile.ZipFile(next(tmp_path.glob('*.whl'))).namelist())
-    assert {f'xray_fastai/results/{f.name}' for f in published_results().iterdir()} <= names
+    shipped = {f'xray_fastai/{f.relative_to(published_results().parent).as_posix()}' for f in published_results().rglob('*') if f.is_file()}
+    assert {'xray_fastai/results/report_data/report.md', 'xray_fastai/results/report_data/metrics.json'} <= shipped <= names
+
+def test_the_sample_report_is_small_and_names_no_machine():
+    "The Report chapter's sample (`results/report_data`): report.md, metrics.json and a few figures, under 1 MB, no machine paths or hardware"
+    folder = published_results()/'report_data'
+    files = [f for f in folder.rglob('*') if f.is_file()]
+    if not files: pytest.skip('no sample report published yet')
+    assert (folder/'report.md').is_file() and (folder/'metrics.json').is_file() and any(f.suffix == '.png' for f in files)
+    assert sum(f.stat().st_size for f in files) < 1e6
+    machine = re.compile(r'/work/|/tmp/|/home/|/root/|site-packages|Xeon|Intel|AMD|torch \d|Linux \d')
+    for f in ('report.md', 'metrics.json'): assert not machine.search(text := (folder/f).read_text()), (f, machine.search(text))
 
 def test_home_page_runs_from_a_copy_of_nbs(tmp_path):
     "The home page (its results tables read from the package) executes in a folder holding nothing but itself"
