@@ -469,10 +469,15 @@ def test_two_commands_writing_into_one_out_at_once(bad, tmp_path, capsys, monkey
     import fcntl
     monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))
     out = tmp_path/'run'; out.mkdir(); (out/'checkpoint.pth').write_bytes(b'the first command is writing this')
+    kaggle = tmp_path/'kaggle'  # the report checks its data before --out: it needs a test split and the pneumonia types
+    for split in ('train', 'test'):
+        shutil.copytree(bad/'small'/'NORMAL', kaggle/split/'NORMAL')
+        for i, p in enumerate(sorted((bad/'small'/'PNEUMONIA').iterdir())):
+            (kaggle/split/'PNEUMONIA').mkdir(parents=True, exist_ok=True); shutil.copyfile(p, kaggle/split/'PNEUMONIA'/f'person{i}_virus_{i}.jpeg')
     fd = os.open(out, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first command does
     try:
-        for cmd in ('train', 'report'):
-            assert main([cmd, '--data', str(bad/'small'), '--out', str(out), '--resume']) == 2
+        for cmd, data in (('train', bad/'small'), ('report', kaggle)):
+            assert main([cmd, '--data', str(data), '--out', str(out), '--resume']) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert err == [f"xray-fastai {cmd}: error: --out {out}: another xray-fastai command is writing into it now; wait until it "
                            "ends, or choose another --out"], err

@@ -1,5 +1,5 @@
 "`xray-fastai report` end to end on a tiny draw of the built-in phantoms: the folder, strict JSON, a self-contained HTML page, models that `predict` loads, `--resume`, and one-line errors."
-import json, os, re, shutil, subprocess, sys
+import json, os, re, shutil, signal, subprocess, sys
 from pathlib import Path
 import pytest
 from xray_fastai.cli import main
@@ -10,11 +10,15 @@ from xray_fastai.core import ANOMALY
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--n', 10, '--size', 32, '--epochs', 1, '--ae-epochs', 1, '--opacity-epochs', 1, '--anomaly-size', 32, '--bs', 4]
 
-def cli(*args, check=None):
-    "Run `python -m xray_fastai.cli ARGS` on the built-in phantoms (no XRAY_DATA); the completed process"
+def environ() -> dict:
+    "The environment of a command on the built-in phantoms (no XRAY_DATA), this checkout first on the path"
     env = {k: v for k, v in os.environ.items() if k != 'XRAY_DATA'}
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), MPLBACKEND='agg', PYTHONWARNINGS='ignore')
-    res = subprocess.run([sys.executable, '-m', 'xray_fastai.cli', *map(str, args)], capture_output=True, text=True, env=env, timeout=1800)  # a guard against a hang, not a time limit
+    return env
+
+def cli(*args, check=None):
+    "Run `python -m xray_fastai.cli ARGS` on the built-in phantoms (no XRAY_DATA); the completed process"
+    res = subprocess.run([sys.executable, '-m', 'xray_fastai.cli', *map(str, args)], capture_output=True, text=True, env=environ(), timeout=1800)  # a guard against a hang, not a time limit
     if check is not None: assert res.returncode == check, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res
 
@@ -98,6 +102,70 @@ def test_bad_options(capsys, tmp_path, run):
     assert 'pass one of them' in one_line_error(capsys, '--out', run['out'], '--resume', '--overwrite')
     with pytest.raises(SystemExit) as e: main(['report', '--size', 'big'])
     assert e.value.code == 2
+
+def test_bad_data_is_one_line_and_writes_nothing(capsys, tmp_path):
+    "A missing path, a file that is no CSV, an empty folder, no known layout, one class, no test split: one line each, and no --out"
+    jpeg, n = next((phantom_data()/'train'/'NORMAL').glob('*.jpeg')), iter(range(100))
+    def folder(*files):
+        d = tmp_path/f'data{next(n)}'; d.mkdir()
+        for f in files: (d/f).parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(jpeg, d/f)
+        return d
+    (tmp_path/'notes.txt').write_text('some notes\n')
+    one = folder('n1.jpeg', 'n2.jpeg')
+    (tmp_path/'one.csv').write_text(f"path,label,split\n{one/'n1.jpeg'},NORMAL,train\n{one/'n2.jpeg'},NORMAL,test\n")
+    cases = [(tmp_path/'missing', 'no such file or folder', 'Expected'), (tmp_path/'notes.txt', 'needs columns path,label', 'Expected'),
+             (folder(), 'not a chest X-ray folder', 'Expected'), (folder('images/x.jpeg'), 'not a chest X-ray folder', 'Found: images'),
+             (folder('train/NORMAL/x.jpeg', 'test/NORMAL/y.jpeg'), 'train: no PNEUMONIA/ folder', 'Expected'),
+             (folder('NORMAL/x.jpeg'), 'one class folder only, NORMAL/', "add the other class's folder"),
+             (tmp_path/'one.csv', 'no PNEUMONIA images in the training split', 'add them, or give another --data'),
+             (folder('NORMAL/x.jpeg', 'PNEUMONIA/person1_virus_1.jpeg'), 'no test split', 'add a test/ folder'),
+             (folder('train/NORMAL/a.jpeg', 'train/PNEUMONIA/b.jpeg', 'test/NORMAL/c.jpeg', 'test/PNEUMONIA/d.jpeg'),
+              'needs the pneumonia type', 'name the files as Kaggle does')]
+    for data, what, todo in cases:
+        err = one_line_error(capsys, '--data', data, '--out', tmp_path/'out', *TINY)
+        assert what in err and todo in err, err
+        assert not (tmp_path/'out').exists(), data  # refused before the report folder is created
+
+def test_resume_with_other_options_names_them(run, tmp_path, capsys):
+    out = tmp_path/'report'
+    shutil.copytree(run['out'], out); (out/'report.md').unlink()
+    changed = [*TINY[:2], '--size', 48, *TINY[4:], '--seed', 1, '--data', phantom_data()]
+    err = one_line_error(capsys, '--out', out, *changed, '--resume')
+    for diff in ('--size 32 then, 48 now', '--seed 0 then, 1 now', '--data the built-in phantoms then, ', 'the preset (--full) phantoms then, data now',
+                 'resume it with the same options, or start afresh with --overwrite or a new --out'):
+        assert diff in err, err
+    assert '--epochs' not in err and '--bs' not in err  # only the options that differ
+    (out/'stages'/'settings.json').write_text('{"size": 3')  # damaged
+    assert 'unreadable' in one_line_error(capsys, '--out', out, *TINY, '--resume')
+
+IGNORED = {'command', 'date', 'hardware', 'total_seconds', 'seconds', 'train_s'}  # what two runs of one report may differ in
+
+def comparable(m):
+    "metrics.json without its timings, date, command line and hardware"
+    if isinstance(m, dict): return {k: comparable(v) for k, v in m.items() if k not in IGNORED}
+    return [comparable(v) for v in m] if isinstance(m, list) else m
+
+@pytest.mark.parametrize('sig,stage,line', [(signal.SIGKILL, 2, 'multiclass epoch 1/1'),  # trained, its model being written
+                                             (signal.SIGKILL, 4, '[4/6] embeddings'), (signal.SIGINT, 5, '[5/6] anomaly')])
+def test_interrupted_report_resumes_to_the_same_metrics(run, tmp_path, sig, stage, line):
+    "Killed (SIGKILL) or stopped with Ctrl-C (SIGINT) within a stage, then `--resume`: the metrics of the report never interrupted"
+    out = tmp_path/'report'
+    proc = subprocess.Popen([sys.executable, '-m', 'xray_fastai.cli', 'report', '--out', str(out), *map(str, TINY)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C's default even when pytest runs in the background, where the shell ignores it
+    for printed in proc.stdout:
+        if line in printed: break
+    else: pytest.fail(f"the report ended before {line}:\n{proc.stderr.read()[-3000:]}")
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=1800)[1]  # a guard against a hang, not a time limit
+    assert proc.returncode != 0 and not (out/'report.md').exists(), err[-3000:]
+    if sig == signal.SIGINT:
+        assert err.strip().splitlines() == [f"xray-fastai report: interrupted; the finished stages are kept in {out}/stages; to continue: "
+                                            f"xray-fastai report --out {out} {' '.join(map(str, TINY))} --resume"], err
+    assert [name for name in STAGES if (out/'stages'/f'{name}.json').exists()] == list(STAGES)[:stage-1]  # the stages before it, kept
+    res = cli('report', '--out', out, *TINY, '--resume', check=0)
+    assert res.stdout.count('finished before, kept') == stage - 1 and f"[{stage}/6] {list(STAGES)[stage-1]}: " in res.stdout
+    assert comparable(strict_json((out/'metrics.json').read_text())) == comparable(strict_json((run['out']/'metrics.json').read_text()))
 
 def test_help_lists_report(capsys):
     assert main(['--help']) == 0

@@ -383,8 +383,8 @@ def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` b
         why = e.strerror if isinstance(e, XrayWriteError) else f"{e.strerror}; {_USER_OS_ERRORS[e.errno]}"
         print(f"xray-fastai {cmd}: error: {utf8_text(str(e.filename))}: {why}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"xray-fastai {cmd}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # with what was kept and how to continue, when the command says so (report)
+        print(f"xray-fastai {cmd}: interrupted{'; ' + str(e) if e.args else ''}", file=sys.stderr)
         return 130
     if cmd == 'predict': return 0 if res.error.isna().all() else 1
     return 0

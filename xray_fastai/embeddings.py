@@ -145,13 +145,15 @@ def get_layer_embeddings(learn:Learner|nn.Module, # A trained classifier, or a b
     return {n: res[n] for n, _ in named}
 
 def _save_embeddings(e:Embeddings, fn:Path, folder:Path):
-    "Write the `.npy` then the JSON, each under a temporary name first: a JSON means a finished entry"
-    folder.mkdir(parents=True, exist_ok=True)
+    "Write the `.npy` then the JSON, each with `atomic_write`: a JSON means a finished entry, a failed write is one `XrayWriteError`"
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err: raise write_error(err, folder) from err
     meta = dict(layer=e.layer, n=len(e), dim=int(e.x.shape[1]), vocab=list(e.vocab),
                 y=None if e.y is None else e.y.tolist())
-    for suffix, write in (('.npy', lambda f: np.save(f, e.x)), ('.json', lambda f: f.write(json.dumps(meta).encode()))):
-        with tempfile.NamedTemporaryFile(dir=folder, suffix='.tmp', delete=False) as f: write(f)
-        os.replace(f.name, fn.with_suffix(suffix))
+    def npy(tmp):
+        with open(tmp, 'wb') as f: np.save(f, e.x)  # a file, not a name: `np.save` would add `.npy` to the temporary name
+    atomic_write(fn.with_suffix('.npy'), npy)
+    atomic_write(fn.with_suffix('.json'), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
 
 @delegates(get_layer_embeddings, but=['layers'])
 def get_embeddings(learn:Learner|nn.Module, # A trained classifier, or a bare model

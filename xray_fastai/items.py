@@ -92,6 +92,9 @@ def _folder_rows(path:Path) -> list:
     classes = {k: v for k, v in subs.items() if k in _class_dirs}
     if 'NORMAL' in classes and len(classes) > 1:
         return [r for c, p in classes.items() for r in _rows(p, c, 'train')]
+    if len(classes) == 1:
+        raise XrayDataError(f"{path}: one class folder only, {next(iter(classes.values())).name}/; every task needs NORMAL/ and "
+                            f"PNEUMONIA/ (or BACTERIA/ and VIRUS/) images: add the other class's folder. {_layout_help}")
     found = ', '.join(sorted(p.name for p in path.iterdir() if _visible(p))[:10]) or 'nothing'
     raise XrayDataError(f"{path}: not a chest X-ray folder. {_layout_help} Found: {found}.")
 
@@ -112,7 +115,7 @@ def _read_csv(path:Path) -> pd.DataFrame:
 def _csv_rows(path:Path) -> list:
     "Rows of a CSV of path,label[,split]"
     df = _read_csv(path)
-    if not {'path', 'label'} <= set(df.columns): raise XrayDataError(f"{path}: needs columns path,label; found {', '.join(df.columns)}.")
+    if not {'path', 'label'} <= set(df.columns): raise XrayDataError(f"{path}: needs columns path,label; found {', '.join(df.columns)}. {_layout_help}")
     if df.empty: raise XrayDataError(f"{path}: the CSV lists no images.")
     df['label'] = df['label'].str.upper()
     bad = df[~df['label'].isin(_class_dirs)]

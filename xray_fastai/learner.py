@@ -237,6 +237,7 @@ def interrupt_between_batches(learn # A fastai `Learner`
     finally:
         signal.signal(signal.SIGINT, old)
         learn.remove_cb(cb)
+    if noted: raise KeyboardInterrupt  # noted after the last batch boundary (validation, saving the best epoch): not dropped
 
 # %% ../nbs/06_learner.ipynb #6ad67179
 class XrayTrainingError(XrayDataError):

@@ -19,8 +19,8 @@ from .report_doc import *
 # %% auto #0
 __all__ = ['PRESETS', 'PRESET_OPTIONS', 'STAGES', 'REPORT_FILES', 'SETTINGS', 'ReportPreset', 'preset_values', 'ReportRun',
            'report_items', 'plot_training', 'classifier_stage', 'trained_classifier', 'embeddings_stage',
-           'anomaly_stage', 'explain_stage', 'shift_stage', 'write_report', 'check_report_folder', 'finished_stage',
-           'report']
+           'anomaly_stage', 'explain_stage', 'shift_stage', 'write_report', 'check_report_folder', 'check_report_data',
+           'check_resume_settings', 'finished_stage', 'report']
 
 # %% ../nbs/19_report.ipynb #0c409682
 @dataclass(frozen=True)
@@ -309,6 +309,35 @@ def check_report_folder(out:Path, # The report folder
     if overwrite:  # nothing of the old report is reused, nor taken for a finished one
         shutil.rmtree(out/'stages', ignore_errors=True); (out/'report.md').unlink(missing_ok=True)
 
+def check_report_data(items:pd.DataFrame, # The images as `xray_items` lists them (`check=False` is enough: no image decoded)
+                      source:Path, # Where they come from, named in the message
+                     ):
+    "Refuse data the report cannot use, in one line saying what is missing and what to do: a test split, both classes in it and in training, the pneumonia types"
+    if not (items['split'] == 'test').any():
+        raise CliError(f"--data {source}: no test split, and the report scores every task on one; add a test/ folder "
+                       "(Kaggle's layout: train/ and test/, each with NORMAL/ and PNEUMONIA/), or a split column to the CSV")
+    for name, rows in (('training', items['split'] != 'test'), ('test', items['split'] == 'test')):
+        missing = [c for c in BINARY if not (rows & (items['binary'] == c)).any()]
+        if missing: raise CliError(f"--data {source}: no {' or '.join(missing)} images in the {name} split; the report needs "
+                                   f"both NORMAL and PNEUMONIA images in training and in test: add them, or give another --data")
+    if items['multiclass'].isna().any():
+        raise CliError(f"--data {source}: task 1b needs the pneumonia type (bacteria/virus) of every PNEUMONIA image; name the "
+                       "files as Kaggle does (person1_bacteria_1.jpeg), or label them BACTERIA and VIRUS (folders or CSV labels)")
+
+def _option(key:str) -> str: return {'preset': 'the preset (--full)'}.get(key, '--' + key.replace('_', '-'))
+
+def check_resume_settings(out:Path, # The report folder to resume
+                          settings:dict, # This command's settings, as `report` stores them
+                         ):
+    "Refuse to resume a report made with other options, naming each option that differs (stored then, given now)"
+    try: stored = json.loads((out/SETTINGS).read_text())
+    except (OSError, ValueError) as e:
+        raise CliError(f"{out/SETTINGS}: unreadable ({e}); start afresh with --overwrite, or choose a new --out") from e
+    if not isinstance(stored, dict): raise CliError(f"{out/SETTINGS}: not a report's settings; start afresh with --overwrite, or choose a new --out")
+    diff = [f"{_option(k)} {stored.get(k)} then, {v} now" for k, v in settings.items() if stored.get(k) != v]
+    if diff: raise CliError(f"{out} holds a report made with other options ({'; '.join(diff)}); resume it with the same options, "
+                            "or start afresh with --overwrite or a new --out")
+
 def finished_stage(out:Path, name:str) -> dict|None:
     "The saved result of stage `name` when it is complete in `out` (its record, figures and models), else None"
     fn = out/'stages'/f'{name}.json'
@@ -346,6 +375,7 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     "Run the course's tasks on one data source and write one report folder: report.md, report.html, metrics.json, the two models"
     from fastprogress.fastprogress import master_bar
     from xray_fastai.images import xray_source
+    from xray_fastai.items import xray_items
     from xray_fastai.learner import no_progress_bars
     start = time.perf_counter()
     command = current_command('report', f"report(data={data!r}, ...) from Python")
@@ -358,12 +388,13 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted report")
     check_arch(arch)
     phantoms = data is None and not os.environ.get('XRAY_DATA')
+    try: source = xray_source(data)
+    except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
+    check_report_data(xray_items(source, check=False), source)  # before --out is created: a listing, no image decoded
     preset_name = 'full' if full else 'phantoms' if phantoms else 'data'
     preset = PRESETS[preset_name]
     out = Path(out or f"reports/report-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     check_report_folder(out, overwrite, resume)
-    try: source = xray_source(data)
-    except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
     c, a = preset.classifier, preset.anomaly
     c = replace(c, arch=arch, seed=seed, size=size or c.size, epochs=epochs or c.epochs, bs=bs or c.bs)
     a = replace(a, size=anomaly_size or a.size, ae_epochs=ae_epochs or a.ae_epochs, opacity_epochs=opacity_epochs or a.opacity_epochs)
@@ -371,14 +402,10 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
     settings = dict(data='the built-in phantoms' if phantoms else str(source), preset=preset_name, size=c.size, epochs=c.epochs,
                     ae_epochs=a.ae_epochs, opacity_epochs=a.opacity_epochs, anomaly_size=a.size, bs=c.bs, n=n, arch=arch, seed=seed,
                     ensemble=ensemble, adapt=adapt)
-    if resume and json.loads((out/SETTINGS).read_text()) != settings:
-        raise CliError(f"{out} holds a report made with other options ({json.loads((out/SETTINGS).read_text())}); "
-                       "resume it with the same options, or pass --overwrite")
+    if resume: check_resume_settings(out, settings)
+    items = report_items(source, n, seed)  # every image decoded, before the folder is marked as a report's
     (out/'stages').mkdir(exist_ok=True)
     atomic_write(out/SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
-    items = report_items(source, n, seed)
-    if items['multiclass'].isna().any(): raise CliError("task 1b needs the pneumonia type (bacteria/virus) in every PNEUMONIA file name")
-    if not (items['split'] == 'test').any(): raise CliError("the report needs a test split: a 'test' folder, or a split column in the CSV")
     print(f"Data: {settings['data']} ({len(items)} images); report folder: {out}", flush=True)
     bar = master_bar(list(STAGES)) if sys.stdout.isatty() else list(STAGES)
     ctx = ReportRun(items, out, preset, ensemble, adapt, n, _has_lesion_masks(items),
@@ -395,9 +422,8 @@ def report(data:str=None, # Data: a folder in Kaggle's layout, a folder of class
                 res[name] = {**run(ctx), 'seconds': time.perf_counter() - t}
                 atomic_write(out/'stages'/f'{name}.json', lambda tmp: Path(tmp).write_text(_json(res[name])))  # a stage is kept as it ends
                 ctx.write(f"  {name}: done in {res[name]['seconds']:.0f} s")
-    except KeyboardInterrupt:
-        print(f"\nInterrupted; the finished stages are kept in {out}/stages. To continue: {resume_command(command)}", file=sys.stderr)
-        raise
+    except KeyboardInterrupt:  # one line, printed by the command line: what is kept and how to continue
+        raise KeyboardInterrupt(f"the finished stages are kept in {out}/stages; to continue: {resume_command(command)}") from None
     info = dict(settings, phantoms=ctx.phantoms, command=command, hardware=hardware(), images=len(items),
                 date=datetime.datetime.now().isoformat(sep=' ', timespec='seconds'), total_seconds=time.perf_counter() - start)
     metrics = write_report(out, info, res, items)
