@@ -287,14 +287,14 @@ def test_predict_non_utf8_file_names(run, tmp_path):
 
 def test_system_errors(monkeypatch, capsys):
     "A full disk or a refused permission is one line with what to do; any other OSError is a bug and keeps its traceback"
-    from xray_fastai import export  # where `predict` takes `load_model` from when it runs
+    from xray_fastai import predict  # where the `predict` command takes `load_model` from when it runs
     def full(*a, **kw): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/data/run/model.safetensors')
-    monkeypatch.setattr(export, 'load_model', full)
+    monkeypatch.setattr(predict, 'load_model', full)
     assert main(['predict', 'model', 'x.jpeg']) == 2
     assert capsys.readouterr().err == ('xray-fastai predict: error: /data/run/model.safetensors: No space left on device; '
                                        'free some space, or write elsewhere (--out, XRAY_CACHE)\n')
     def io_error(*a, **kw): raise OSError(errno.EIO, os.strerror(errno.EIO), 'x')
-    monkeypatch.setattr(export, 'load_model', io_error)
+    monkeypatch.setattr(predict, 'load_model', io_error)
     with pytest.raises(OSError): main(['predict', 'model', 'x.jpeg'])
 
 @pytest.mark.parametrize('code,advice', [(errno.ENOSPC, 'free some space'), (errno.EACCES, "check the file's permissions"),
