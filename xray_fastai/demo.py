@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 from fastcore.script import CliError
 from .core import atomic_write
-from .images import IMAGE_EXTS
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'INDEX_VERSION', 'INDEX_WEIGHTS', 'INDEX_CONFIG', 'EXAMPLES', 'THUMB', 'OOD_PCT', 'MAX_INDEX_BYTES',
-           'DETECTOR_DIR', 'DETECTOR_CONFIG', 'DETECTOR_FORMAT', 'TEACHING', 'ADAPT_CAVEAT', 'UPLOAD_TYPES',
-           'MAX_UPLOAD', 'unit_rows', 'nearest', 'save_embedding_index', 'EmbeddingIndex', 'load_embedding_index',
-           'save_detector', 'Detector', 'load_detector', 'DemoModel', 'describe', 'demo_app', 'demo']
+           'DETECTOR_DIR', 'DETECTOR_CONFIG', 'DETECTOR_FORMAT', 'TEACHING', 'ADAPT_CAVEAT', 'MAX_UPLOAD', 'unit_rows',
+           'nearest', 'save_embedding_index', 'EmbeddingIndex', 'load_embedding_index', 'save_detector', 'Detector',
+           'load_detector', 'DemoModel', 'describe', 'demo_app', 'demo']
 
 # %% ../nbs/20_demo.ipynb #ee550629
 INDEX_FORMAT, INDEX_VERSION = 'xray_fastai.neighbours', 1
@@ -324,7 +323,6 @@ def describe(res:dict, # From `DemoModel.analyse`
     return '\n\n'.join(out)
 
 # %% ../nbs/20_demo.ipynb #ab77bbae
-UPLOAD_TYPES = sorted(IMAGE_EXTS)  # what `load_xray` reads, and so what `predict` takes
 MAX_UPLOAD = '50mb'  # Gradio refuses larger uploads before they reach the reader
 
 def _gradio():
@@ -339,7 +337,7 @@ def demo_app(model_dir:str|Path, # A folder written by `xray-fastai train`
             ):
     "The demo's Gradio `Blocks` for a model folder (not launched)"
     gr = _gradio()
-    from xray_fastai.images import XrayDataError
+    from xray_fastai.images import XrayDataError, IMAGE_EXTS  # here, not at import: `xray-fastai --help` loads this module
     m = DemoModel(model_dir, k=k)
     empty = ('', {}, '', None, [])
     def analyse(path):
@@ -353,7 +351,7 @@ def demo_app(model_dir:str|Path, # A folder written by `xray-fastai train`
         gr.Markdown(f"# Chest X-ray classifier: one image, every lesson\n\n{TEACHING}\n\nModel: `{m.pred}`")
         with gr.Row():
             with gr.Column():
-                f = gr.File(label="A chest X-ray (PNG, JPEG or DICOM)", file_types=UPLOAD_TYPES, type='filepath', elem_id='upload')
+                f = gr.File(label="A chest X-ray (PNG, JPEG or DICOM)", file_types=sorted(IMAGE_EXTS), type='filepath', elem_id='upload')
                 ex = m.examples()
                 if ex: gr.Examples([[str(p)] for p in ex], inputs=f, label="Examples: test images saved with the model")
             with gr.Column():
