@@ -18,7 +18,7 @@ from .report import report, PRESET_OPTIONS, preset_values
 from .demo import demo, save_embedding_index, INDEX_WEIGHTS, INDEX_CONFIG, EXAMPLES
 
 # %% auto #0
-__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'adapt', 'FinalLines', 'main']
+__all__ = ['COMMANDS', 'scores_table', 'write_summary', 'train', 'predict', 'adapt', 'pretrain', 'FinalLines', 'main']
 
 # %% ../nbs/09_cli.ipynb #76921f79
 _SCORES = ['accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'f1', 'f1_macro']
@@ -97,14 +97,16 @@ def _interrupted(out:Path) -> bool:
     return (out/CHECKPOINT).exists() or any(out.glob(f'member*/{CHECKPOINT}')) or (
         not (out/CONFIG).exists() and any(out.glob(f'member*/{CONFIG}')))
 
-def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dict, info:dict) -> tuple:
-    "Train (or, resuming, keep) `n` members into `out/memberI`; the ensemble's training seconds, threshold, scores and log"
+def _train_members(learn, s:TrainSettings, n:int, out:Path, resume:bool, run:dict, info:dict, body:str=None) -> tuple:
+    "Train (or, resuming, keep) `n` members into `out/memberI`, each body started from `body` if given; the ensemble's training seconds, threshold, scores and log"
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
     from xray_fastai.experiments import fit_and_evaluate, member_learner, ensemble_scores
     from xray_fastai.export import CONFIG, save_model, read_config, load_weights
+    from xray_fastai.pretrain import load_pretrained_body
     members, logs, train_s = [], [], 0.
     for i in range(n):
         d, li = out/f'member{i}', learn if i == 0 else member_learner(learn.dls, s, i)
+        if body and i > 0: load_pretrained_body(li, body)  # member 0 is `learn`, started from it already
         ckpt = json.loads(json.dumps(run_settings(li, **{**run, 'seed': s.seed + i, 'member': i})))
         if resume and (d/CONFIG).exists():  # finished before the interruption: kept, not retrained
             cfg = read_config(d)
@@ -130,7 +132,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
           *, out:str=None, # Folder for the model and the report. Default: runs/TASK-ARCH-DATE-TIME
           overwrite:bool=False, # Write into --out even if it already holds a model
           resume:bool=False, # Continue the interrupted run in --out from its last finished epoch; needs the same options
-          pretrained_body:str=None, # Start the body from a pretrained one: a folder written by `xray_fastai.pretrain.pretrain_body` (one model, not with --ensemble)
+          pretrained_body:str=None, # Start the body (of every member) from a pretrained one: a folder written by `xray-fastai pretrain`
           ensemble:int=1, # Train this many models (seed, seed+1, ...: other initial weights and shuffling, same data and validation split) and average their probabilities
           **kwargs, # The settings of the run: the fields of `TrainSettings`, defaults `DEFAULTS`
          ) -> dict: # The report folder, the test scores, the training time and the results row of `train_classifier`
@@ -149,7 +151,6 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     if settings.threshold == 'sensitivity' and not 0 < settings.sensitivity <= 1:
         raise CliError(f"--sensitivity must be in (0, 1], not {settings.sensitivity}")
     if resume and out is None: raise CliError("--resume needs the --out folder of the interrupted run")
-    if pretrained_body and ensemble > 1: raise CliError("--pretrained-body starts one model: use it without --ensemble")
     if not 1 <= ensemble <= MAX_MEMBERS: raise CliError(f"--ensemble must be between 1 and {MAX_MEMBERS} models, not {ensemble}")
     check_arch(arch)
     from xray_fastai.learner import CheckpointCallback, CHECKPOINT, run_settings, model_record
@@ -171,7 +172,8 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
     print(table.to_string(), '\n')
     s = settings
     run = dict(data=data_desc, size=size, epochs=epochs, lr=lr, balance=s.balance, aug=s.aug, split=s.split,
-               valid_pct=s.valid_pct, seed=seed, schedule=s.schedule, fast_precision=s.fast_precision)
+               valid_pct=s.valid_pct, seed=seed, schedule=s.schedule, fast_precision=s.fast_precision,
+               **({'pretrained_body': str(pretrained_body)} if pretrained_body else {}))  # --resume checks it too
     info = dict(data=data_desc, task=task, arch=arch, size=size, epochs=epochs, lr=lr, bs=bs, schedule=s.schedule, balance=s.balance,
                 aug=s.aug, split=s.split, valid_pct=s.valid_pct, seed=seed, threshold_method=s.threshold if len(dls.vocab) == 2 else None,
                 mixed_precision=s.fast_precision, **({'pretrained_body': str(pretrained_body)} if pretrained_body else {}))
@@ -184,7 +186,7 @@ def train(data:str=None, # Data: a folder in Kaggle's layout, a folder of class 
             model = model_record(learn)
             train_s, metrics, log, thr = rec['train_s'], model.test_report, model.training_log, model.threshold
         else:
-            train_s, thr, metrics, log = _train_members(learn, settings, ensemble, out, resume, run, info)
+            train_s, thr, metrics, log = _train_members(learn, settings, ensemble, out, resume, run, info, pretrained_body)
             rec = dict(train_s=train_s, threshold=thr, ensemble=ensemble,
                        **{f'test_{k}': v for k, v in metrics['argmax'].items() if k not in ('confusion', 'threshold')})
     except KeyboardInterrupt:
@@ -293,8 +295,52 @@ def adapt(model_dir:str, # Model folder (one model or an ensemble) written by `x
           f"Predict with: xray-fastai predict {out} IMAGES_OR_FOLDERS")
     return out
 
+# %% ../nbs/09_cli.ipynb #76efb744
+@settings_options(PretrainSettings)
+def pretrain(data:str=None, # Data, as for `train`; only its train and val images are read, never their labels. Default: $XRAY_DATA, else the built-in phantoms
+             *, out:str=None, # Folder for the pretrained body (required): config.json + model.safetensors, for `train --pretrained-body`
+             overwrite:bool=False, # Write into --out even if it already holds a body
+             every:int=10, # Keep a snapshot in the cache every this many epochs: an interrupted or longer run goes on from the last one
+             **kwargs, # The settings of the pretraining: the fields of `PretrainSettings`, defaults `PRETRAINED`
+            ) -> Path: # The body's folder
+    "Pretrain a classifier body on the data's training images without their labels (SimSiam), for `train --pretrained-body`"
+    from xray_fastai.export import MAX_SIZE, CONFIG, WEIGHTS
+    s = PretrainSettings(**kwargs)
+    vals = {**vars(s), 'every': every}
+    for name, ok, why in (('epochs', s.epochs >= 1, 'at least 1'), ('size', 16 <= s.size <= MAX_SIZE, f'between 16 and {MAX_SIZE}'),
+                          ('bs', s.bs >= 2, 'at least 2'), ('every', every >= 1, 'at least 1'), ('seed', 0 <= s.seed < 2**32, 'between 0 and 2**32-1'),
+                          ('lr', 0 < s.lr <= 1, 'in (0, 1]'), ('wd', s.wd >= 0, 'at least 0'), ('min-scale', 0 < s.min_scale <= 1, 'in (0, 1]'),
+                          ('max-rotate', 0 <= s.max_rotate <= 180, 'in [0, 180]'), ('lighting', 0 <= s.lighting < 1, 'in [0, 1)'),
+                          ('proj-dim', s.proj_dim >= 1, 'at least 1'), ('pred-dim', s.pred_dim >= 1, 'at least 1')):
+        if not ok: raise CliError(f"--{name} must be {why}, not {vals[name.replace('-', '_')]}")  # NaN fails every comparison
+    if out is None: raise CliError("--out is required: the folder the pretrained body is written to")
+    check_arch(s.arch)
+    out = Path(out)
+    check_run_folder(out, 'pretrain', (CONFIG, WEIGHTS), (out/CONFIG).exists(), False, overwrite)
+    from xray_fastai.images import xray_source; from xray_fastai.items import xray_items
+    from xray_fastai.pretrain import pretrain_body, read_body_config, cached_epochs
+    try: source = xray_source(data)
+    except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
+    items = xray_items(source)
+    n = len(items) if s.include_test else int((items['split'] != 'test').sum())
+    print(f"Data: {'the built-in phantoms' if data is None and not os.environ.get('XRAY_DATA') else source}; pretraining on {n} "
+          + ("images, the unlabeled test images included (transductive: a classifier from this body is not scored honestly on that test split)"
+             if s.include_test else "train and val images, without their labels; the test images are not read"))
+    try: folder = pretrain_body(items, s, every=every)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("the snapshots already cached are kept: the same command goes on from the last one") from None
+    _, cfg = read_body_config(folder)
+    for f in (WEIGHTS, CONFIG):  # the config last: a folder with one holds a whole body
+        atomic_write(out/f, lambda tmp, f=f: Path(tmp).write_bytes((folder/f).read_bytes()))
+    last = cfg['history'][-1]
+    print(f"\nPretrained {s.arch} for {s.epochs} epochs at {s.size} px on {cfg['data']['n_images']} images: {cfg['train_s']/60:.1f} min "
+          f"({cfg['cpu_s']/60:.1f} min CPU) in all; last epoch loss {last['train_loss']:.3f}, z_std {last['z_std']:.3f} "
+          f"(1/√{s.proj_dim} = {s.proj_dim**-.5:.3f} when spread, 0 when collapsed).\nBody: {out}/\n"
+          f"Train from it: xray-fastai train --size {s.size} --pretrained-body {out}")
+    return out
+
 # %% ../nbs/09_cli.ipynb #43a6e0a7
-COMMANDS = {'train': train, 'predict': predict, 'adapt': adapt, 'report': report, 'demo': demo}
+COMMANDS = {'train': train, 'predict': predict, 'adapt': adapt, 'pretrain': pretrain, 'report': report, 'demo': demo}
 
 def _usage() -> str:
     cmds = '\n'.join(f"  {n:<11}{f.__doc__}" for n, f in COMMANDS.items())
@@ -358,7 +404,7 @@ _USER_OS_ERRORS = {k: WRITE_ADVICE[k] for k in (errno.ENOSPC, errno.EDQUOT, errn
 
 def main(argv:list=None # The arguments after the program name; `sys.argv[1:]` by default
         ) -> int: # Exit status
-    "The `xray-fastai` console command: one of `COMMANDS` (train, predict, adapt, report), then that command's options"
+    "The `xray-fastai` console command: one of `COMMANDS` (train, predict, adapt, pretrain, report, demo), then that command's options"
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage(), file=sys.stdout if argv else sys.stderr); return 0 if argv else 2

@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/core.html.md"""
 
 # %% ../nbs/23_core.ipynb #2be86b8f
 from __future__ import annotations
-import errno, os, platform, sys, tempfile
+import errno, json, os, platform, sys, tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -14,9 +14,10 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'BINARY', 'MULTICLASS', 'TASKS', 'BALANCE', 'SPLITS', 'AUG_PRESETS', 'SCHEDULES', 'THRESHOLD_METHODS',
-           'CHOICES', 'OPACITY_DETECTORS', 'ANOMALY', 'EMBEDDINGS', 'EXPLAIN', 'WRITE_ADVICE', 'TrainSettings',
-           'AnomalySettings', 'EmbeddingSettings', 'ExplainSettings', 'umask', 'XrayWriteError', 'write_error',
-           'atomic_write', 'utf8_text', 'cache_dir', 'folder_size', 'hardware', 'outlier_axes', 'check_figures']
+           'CHOICES', 'OPACITY_DETECTORS', 'ANOMALY', 'EMBEDDINGS', 'EXPLAIN', 'PRETRAINED', 'WRITE_ADVICE',
+           'TrainSettings', 'AnomalySettings', 'EmbeddingSettings', 'ExplainSettings', 'PretrainSettings', 'umask',
+           'XrayWriteError', 'write_error', 'atomic_write', 'utf8_text', 'cache_dir', 'folder_size', 'hardware',
+           'outlier_axes', 'check_figures']
 
 # %% ../nbs/23_core.ipynb #af8eb5ab
 @dataclass(frozen=True)
@@ -91,7 +92,29 @@ class ExplainSettings:
     phantom_widths:tuple=(16, 32, 64, 128) # Channels of the CAM-ready VGG trained on phantoms for the pointing game
     phantom_aug:str='none' # Its augmentation preset: the lesions stay where the masks say
 
-ANOMALY, EMBEDDINGS, EXPLAIN = AnomalySettings(), EmbeddingSettings(), ExplainSettings()
+@dataclass(frozen=True)
+class PretrainSettings:
+    "The settings of one SimSiam pretraining run: the body, the views, the optimiser, the seed"
+    arch:str=DEFAULTS.arch # The body's architecture, as for `xray_model` (the classifiers' default body)
+    size:int=DEFAULTS.size # Image side in pixels, of the views and of the classifier that will start from the body
+    epochs:int=60 # Pretraining epochs (passes over the images, two views each); 60 at 128 px in the study
+    bs:int=128 # Images per batch (each gives two views)
+    lr:float=1e-3 # Adam's learning rate, constant: a snapshot after n epochs is the n-epoch run
+    wd:float=1e-4 # Weight decay
+    proj_dim:int=256 # Width of the projection head's output (and of its hidden layer)
+    pred_dim:int=64 # Width of the prediction head's bottleneck
+    min_scale:float=0.3 # Smallest share of the image a view's random crop keeps
+    max_rotate:float=10. # Largest rotation of a view, in degrees (half the views are rotated)
+    lighting:float=0.4 # Largest brightness and contrast change (applied to 80% of the views)
+    include_test:bool=False # Also pretrain on the unlabeled test images: transductive, reported apart
+    seed:int=0 # Seed of the initial weights, the views and the shuffling
+    fast_precision:bool=True # bf16 mixed precision and channels_last (as the classifiers)
+
+    def key(self) -> str:
+        "The settings that decide the weights after any number of epochs (all but `epochs`), as JSON"
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != 'epochs'}, sort_keys=True)
+
+ANOMALY, EMBEDDINGS, EXPLAIN, PRETRAINED = AnomalySettings(), EmbeddingSettings(), ExplainSettings(), PretrainSettings()
 
 # %% ../nbs/23_core.ipynb #7680aed9
 def umask() -> int:

@@ -7,7 +7,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/pretrain.html.md"""
 # %% ../nbs/21_pretrain.ipynb #cda0fc84
 from __future__ import annotations
 import hashlib, json, math, random, time, warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -28,35 +28,9 @@ from .precision import *
 from .export import WEIGHTS, CONFIG, XrayModelError, model_state, _save_one, _sha256
 
 # %% auto #0
-__all__ = ['PRETRAINED', 'BODY_FORMAT', 'BODY_FORMAT_VERSION', 'HEADS', 'OPTIMIZER', 'PretrainSettings', 'pretrain_images',
-           'xray_views', 'TwoViews', 'SimSiam', 'SimSiamLoss', 'ProjectionStd', 'pretrain_learner', 'pretrain_key',
-           'save_body', 'read_body_config', 'load_pretrained_body', 'SnapshotBody', 'cached_epochs', 'pretrain_body',
-           'linear_probe']
-
-# %% ../nbs/21_pretrain.ipynb #35eebe03
-@dataclass(frozen=True)
-class PretrainSettings:
-    "The settings of one SimSiam pretraining run: the body, the views, the optimiser, the seed"
-    arch:str=DEFAULTS.arch # The body's architecture, as for `xray_model` (the classifiers' default body)
-    size:int=64 # Image side in pixels, of the views and of the classifier that will start from the body
-    epochs:int=20 # Pretraining epochs (passes over the images, two views each)
-    bs:int=128 # Images per batch (each gives two views)
-    lr:float=1e-3 # Adam's learning rate, constant: a snapshot after n epochs is the n-epoch run
-    wd:float=1e-4 # Weight decay
-    proj_dim:int=256 # Width of the projection head's output (and of its hidden layer)
-    pred_dim:int=64 # Width of the prediction head's bottleneck
-    min_scale:float=0.3 # Smallest share of the image a view's random crop keeps
-    max_rotate:float=10. # Largest rotation of a view, in degrees (half the views are rotated)
-    lighting:float=0.4 # Largest brightness and contrast change (applied to 80% of the views)
-    include_test:bool=False # Also pretrain on the unlabeled test images: transductive, reported apart
-    seed:int=0 # Seed of the initial weights, the views and the shuffling
-    fast_precision:bool=True # bf16 mixed precision and channels_last (as the classifiers)
-
-    def key(self) -> str:
-        "The settings that decide the weights after any number of epochs (all but `epochs`), as JSON"
-        return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != 'epochs'}, sort_keys=True)
-
-PRETRAINED = PretrainSettings()
+__all__ = ['BODY_FORMAT', 'BODY_FORMAT_VERSION', 'HEADS', 'OPTIMIZER', 'pretrain_images', 'xray_views', 'TwoViews', 'SimSiam',
+           'SimSiamLoss', 'ProjectionStd', 'pretrain_learner', 'pretrain_key', 'save_body', 'read_body_config',
+           'load_pretrained_body', 'SnapshotBody', 'cached_epochs', 'pretrain_body', 'linear_probe']
 
 # %% ../nbs/21_pretrain.ipynb #cfeab3db
 def pretrain_images(source:str|Path|pd.DataFrame=None, # Data, or its items (`xray_items`); None means `$XRAY_DATA`, else the built-in phantoms

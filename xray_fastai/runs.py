@@ -21,7 +21,9 @@ RUN_WORDS = {  # how each command's messages name what its folder holds
     'train': dict(folder='the model and the report', finished='a model', run='run', nothing='checkpoint of an interrupted run',
                   writer='training', kept='epochs'),
     'report': dict(folder='the report', finished='a report', run='report', nothing='interrupted report',
-                   writer='the report', kept='stages')}
+                   writer='the report', kept='stages'),
+    'pretrain': dict(folder='the pretrained body', finished='a pretrained body', run='pretraining', nothing='interrupted pretraining',
+                     writer='pretraining', kept='snapshots')}
 
 _command = None  # the command line `xray-fastai` is running, while `command_line` runs it
 _held = []  # descriptors of the run folders this command has locked; `command_line` lets them go
