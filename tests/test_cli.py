@@ -229,10 +229,10 @@ def test_train_user_errors(bad, tmp_path, capsys, monkeypatch, args, msg):
 
 def _damage(run, tmp_path, change):
     "A copy of the trained model folder, changed by `change(folder)` with the weights' checksum kept up to date"
-    from xray_fastai.export import _sha256
+    from xray_fastai.export import file_sha256
     d = Path(shutil.copytree(run['out'], tmp_path/'model'))
     change(d)
-    cfg = json.loads((d/'config.json').read_text()); cfg['weights_sha256'] = _sha256(d/'model.safetensors')
+    cfg = json.loads((d/'config.json').read_text()); cfg['weights_sha256'] = file_sha256(d/'model.safetensors')
     (d/'config.json').write_text(json.dumps(cfg))
     return d
 

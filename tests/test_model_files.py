@@ -114,13 +114,13 @@ class _RunsCode:
 
 def test_loading_never_unpickles_without_opt_in(copy, tmp_path):
     import pickle
-    from xray_fastai.export import _sha256
+    from xray_fastai.export import file_sha256
     from xray_fastai.learner import read_checkpoint, CHECKPOINT
     marker = tmp_path/'code_ran'
     evil = pickle.dumps(_RunsCode(marker))
     (tmp_path/'evil.pkl').write_bytes(evil)
     with pytest.raises(XrayModelError, match='allow_pickle=True'): load_model(tmp_path/'evil.pkl')
-    (copy/WEIGHTS).write_bytes(evil); edit(copy, weights_sha256=_sha256(copy/WEIGHTS))  # a pickle under the safe name
+    (copy/WEIGHTS).write_bytes(evil); edit(copy, weights_sha256=file_sha256(copy/WEIGHTS))  # a pickle under the safe name
     with pytest.raises(XrayModelError, match='not a readable safetensors file'): load_model(copy)
     (tmp_path/CHECKPOINT).write_bytes(evil)  # checkpoints are read with torch.load(weights_only=True)
     with pytest.raises(XrayDataError, match='not a readable checkpoint'): read_checkpoint(tmp_path)
@@ -129,8 +129,8 @@ def test_loading_never_unpickles_without_opt_in(copy, tmp_path):
 
 def _resign(folder):
     "Record the weights' new checksum, as someone who changed them on purpose would"
-    from xray_fastai.export import _sha256
-    edit(folder, weights_sha256=_sha256(folder/WEIGHTS))
+    from xray_fastai.export import file_sha256
+    edit(folder, weights_sha256=file_sha256(folder/WEIGHTS))
 
 def _nan_weight(saved, folder, value):
     sd = model_state(saved['learn'].model); sd['1.3.weight'][0, 0] = value

@@ -66,6 +66,7 @@ def test_every_member_of_an_ensemble_starts_from_the_body(tiny):
     (['--out', '{tmp}/afile'], 'afile is a file; give a folder for the pretrained body'),
     (['--out', '{tmp}/body'], 'already holds a pretrained body; choose another --out or pass --overwrite'),
     (['--data', '{tmp}/nowhere'], 'nowhere: no such file or folder'),
+    (['--bs', '64'], '20 images to pretrain on, fewer than one batch of 64'),
 ])
 def test_bad_options_are_one_line(tiny, tmp_path, capsys, monkeypatch, args, msg):
     monkeypatch.setenv('XRAY_CACHE', str(tmp_path/'cache'))

@@ -161,7 +161,7 @@ def save_detector(model, # A trained `anomaly.ConvAutoencoder`
     "Save a healthy-lung autoencoder with its threshold (picked on validation normals) as `folder/anomaly/` (safetensors + JSON)"
     from safetensors.torch import save_file
     from xray_fastai.anomaly import ReconstructionScore, anomaly_items, anomaly_scores, normal_threshold, check_normal_only
-    from xray_fastai.export import model_state, _sha256
+    from xray_fastai.export import model_state, file_sha256
     from xray_fastai.data import data_record; from xray_fastai.phantoms import _hw
     check_normal_only(dls)
     rec, out = data_record(dls), Path(folder)/DETECTOR_DIR
@@ -173,7 +173,7 @@ def save_detector(model, # A trained `anomaly.ConvAutoencoder`
     cfg = dict(format=DETECTOR_FORMAT, format_version=1, widths=[m[0][0].out_channels for m in model.encoder],
                latent=model.code.out_channels // (2 if model.variational else 1), variational=model.variational,
                size=list(_hw(rec.size)), stats=[float(s) for s in rec.stats], kind=kind, threshold=thr, pct=pct,
-               n_valid_normal=int((valid['binary'] == 'NORMAL').sum()), weights_sha256=_sha256(out/'model.safetensors'))
+               n_valid_normal=int((valid['binary'] == 'NORMAL').sum()), weights_sha256=file_sha256(out/'model.safetensors'))
     atomic_write(out/DETECTOR_CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2)))
     return out
 
@@ -197,7 +197,7 @@ def load_detector(folder:str|Path # A model folder
                  ) -> Detector|None: # None when the folder has no detector
     "The checked healthy-lung detector of a model folder (`folder/anomaly/`)"
     from safetensors.torch import load_file
-    from xray_fastai.export import XrayModelError, _sha256
+    from xray_fastai.export import XrayModelError, file_sha256
     d = Path(folder)/DETECTOR_DIR
     fj, fs = d/DETECTOR_CONFIG, d/'model.safetensors'
     if not fj.exists(): return None
@@ -206,7 +206,7 @@ def load_detector(folder:str|Path # A model folder
     ok = (isinstance(cfg, dict) and cfg.get('format') == DETECTOR_FORMAT and cfg.get('kind') in ('mse', 'l1', 'ssim')
           and isinstance(cfg.get('threshold'), (int, float)) and math.isfinite(cfg['threshold']))
     if not ok: raise XrayModelError(f"{fj}: not a detector config of ours (format {DETECTOR_FORMAT}, kind, a finite threshold)")
-    if not fs.is_file() or _sha256(fs) != cfg.get('weights_sha256'):
+    if not fs.is_file() or file_sha256(fs) != cfg.get('weights_sha256'):
         raise XrayModelError(f"{fs}: missing, or not the weights {DETECTOR_CONFIG} records (SHA-256)")
     from xray_fastai.anomaly import ConvAutoencoder
     try:

@@ -27,7 +27,8 @@ from .phantoms import _hw
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS', 'CONFIG', 'MAX_SIZE', 'MAX_CONFIG_BYTES', 'MIN_STD', 'MAX_MEMBERS',
-           'XrayModelError', 'PickleWarning', 'model_state', 'xray_config', 'save_model', 'read_config', 'load_weights']
+           'XrayModelError', 'PickleWarning', 'file_sha256', 'model_state', 'xray_config', 'write_config', 'save_state',
+           'save_model', 'require', 'read_config', 'load_weights']
 
 # %% ../nbs/10_export.ipynb #1237a34f
 FORMAT = 'xray_fastai.model'
@@ -45,7 +46,9 @@ class PickleWarning(UserWarning):
     "A model was loaded from a pickle, which can run code"
 
 # %% ../nbs/10_export.ipynb #61b620aa
-def _sha256(fn:Path) -> str:
+def file_sha256(fn:Path # A file, read in 1 MiB chunks
+               ) -> str: # Its SHA-256, as hex
+    "The SHA-256 a model config records for each file it names"
     h = hashlib.sha256()
     with open(fn, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
@@ -149,8 +152,10 @@ def _utf8(o):
     if isinstance(o, list): return [_utf8(v) for v in o]
     return utf8_text(o) if isinstance(o, str) else o
 
-def _write_config(folder:Path, cfg:dict) -> dict:
-    "Write `cfg` as `folder/config.json` in one step, as strict UTF-8 JSON (tuples become lists, as they are when read back); what was written"
+def write_config(folder:Path, # Where `config.json` goes
+                 cfg:dict, # The config
+                ) -> dict: # What was written
+    "Write `cfg` as `folder/config.json` in one step, as strict UTF-8 JSON (tuples become lists, as they are when read back)"
     cfg = _utf8(json.loads(json.dumps(finite_or_none(cfg), allow_nan=False)))
     atomic_write(folder/CONFIG, lambda fn: Path(fn).write_text(json.dumps(cfg, indent=2), encoding='utf-8'))
     return cfg
@@ -162,11 +167,14 @@ def _save_weights(state:dict, fn:str):
         if not (m := re.search(r'os error (\d+)', str(e))): raise
         raise OSError(int(m[1]), os.strerror(int(m[1])), fn) from e
 
-def _save_one(state:dict, cfg:dict, folder:Path) -> dict:
-    "Write one model's weights, then its config with the weights' SHA-256, into `folder`; the config written"
+def save_state(state:dict, # Weights, as `model_state` gives them
+               cfg:dict, # The config to write beside them
+               folder:Path, # Where to write (created if needed)
+              ) -> dict: # The config written
+    "Write one model's weights, then its config with the weights' SHA-256, into `folder`"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder/WEIGHTS, partial(_save_weights, state))
-    return _write_config(folder, {**cfg, 'weights_sha256': _sha256(folder/WEIGHTS)})
+    return write_config(folder, {**cfg, 'weights_sha256': file_sha256(folder/WEIGHTS)})
 
 def save_model(learn:Learner, # A trained classifier from `xray_learner`
                folder:str|Path, # Folder to write `model.safetensors` and `config.json` into (created if needed)
@@ -181,11 +189,15 @@ def save_model(learn:Learner, # A trained classifier from `xray_learner`
     diff = _state_diff(_shapes(rebuilt.state_dict()), _shapes(state))
     if diff: raise XrayModelError(f"the model is not what xray_model({cfg['arch']!r}, **{cfg['model_kwargs']}) builds ({diff}); "
                                   "pass the model_kwargs it was made with")
-    _save_one(state, cfg, Path(folder))
+    save_state(state, cfg, Path(folder))
     return Path(folder)
 
 # %% ../nbs/10_export.ipynb #d3a7950c
-def _need(cond:bool, fn:Path, msg:str):
+def require(cond:bool, # What a model file must satisfy
+            fn:Path, # The file, named in the error
+            msg:str, # What is wrong with it, when `cond` is false
+           ):
+    "Refuse a model file that fails a check: `XrayModelError` naming the file and the problem"
     if not cond: raise XrayModelError(f"{fn}: {msg}")
 
 def _is_num(o) -> bool: return isinstance(o, (int, float)) and not isinstance(o, bool) and math.isfinite(o)
@@ -209,40 +221,40 @@ def read_config(folder:str|Path # A model folder written by `save_model`
     if not fn.is_file():
         raise XrayModelError(f"{fn}: no such file. A model folder holds {CONFIG} and {WEIGHTS}, as written by save_model "
                              "or `xray-fastai train`.")
-    _need(fn.stat().st_size <= MAX_CONFIG_BYTES, fn, f"{fn.stat().st_size} bytes, larger than any model config "
+    require(fn.stat().st_size <= MAX_CONFIG_BYTES, fn, f"{fn.stat().st_size} bytes, larger than any model config "
           f"({MAX_CONFIG_BYTES} bytes at most)")
     try: cfg = json.loads(fn.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise XrayModelError(f"{fn}: not valid JSON ({e})") from e
     except RecursionError as e: raise XrayModelError(f"{fn}: JSON nested too deeply to be a model config") from e
-    _need(isinstance(cfg, dict) and cfg.get('format') == FORMAT, fn, f"not an xray_fastai model config (no \"format\": \"{FORMAT}\")")
+    require(isinstance(cfg, dict) and cfg.get('format') == FORMAT, fn, f"not an xray_fastai model config (no \"format\": \"{FORMAT}\")")
     v = cfg.get('format_version')
-    _need(isinstance(v, int) and not isinstance(v, bool), fn, f"format_version must be an integer, not {v!r}")
-    _need(v <= FORMAT_VERSION, fn, f"format_version {v} was written by a newer xray_fastai; this version "
+    require(isinstance(v, int) and not isinstance(v, bool), fn, f"format_version must be an integer, not {v!r}")
+    require(v <= FORMAT_VERSION, fn, f"format_version {v} was written by a newer xray_fastai; this version "
           f"({xray_fastai.__version__}) reads format_version {FORMAT_VERSION} and older. Upgrade xray_fastai.")
-    _need(v >= 1, fn, f"unsupported format_version {v}")
-    _need(isinstance(cfg.get('arch'), str) and cfg['arch'], fn, f"arch must be an architecture name, not {cfg.get('arch')!r}")
+    require(v >= 1, fn, f"unsupported format_version {v}")
+    require(isinstance(cfg.get('arch'), str) and cfg['arch'], fn, f"arch must be an architecture name, not {cfg.get('arch')!r}")
     voc = cfg.get('vocab')
-    _need(isinstance(voc, list) and len(voc) >= 2 and all(isinstance(o, str) for o in voc) and len(set(voc)) == len(voc),
+    require(isinstance(voc, list) and len(voc) >= 2 and all(isinstance(o, str) for o in voc) and len(set(voc)) == len(voc),
           fn, f"vocab must be a list of two or more distinct class names, not {voc!r}")
     sz = cfg.get('size')
-    _need(isinstance(sz, list) and len(sz) == 2 and all(isinstance(o, int) and not isinstance(o, bool) and 0 < o <= MAX_SIZE for o in sz),
+    require(isinstance(sz, list) and len(sz) == 2 and all(isinstance(o, int) and not isinstance(o, bool) and 0 < o <= MAX_SIZE for o in sz),
           fn, f"size must be [height, width] in pixels, 1 to {MAX_SIZE}, not {sz!r}")
     st = cfg.get('stats')
-    _need(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and 0 <= st[0] <= 1 and MIN_STD <= st[1] <= 1, fn,
+    require(isinstance(st, list) and len(st) == 2 and all(map(_is_num, st)) and 0 <= st[0] <= 1 and MIN_STD <= st[1] <= 1, fn,
           f"stats must be [mean, std] of pixels on a 0..1 scale: finite, mean in [0, 1], std in [1/255, 1], not {st!r}")
     task = cfg.get('task')
-    _need(task is None or (isinstance(task, str) and task in TASKS and (task == 'binary') == (len(voc) == 2)), fn,
+    require(task is None or (isinstance(task, str) and task in TASKS and (task == 'binary') == (len(voc) == 2)), fn,
           f"task must be null, 'binary' (two classes) or 'multiclass' (more), not {task!r} for {len(voc)} classes")
     n_in = cfg.get('n_in', 1)
-    _need(n_in == 1 and not isinstance(n_in, bool), fn, f"n_in must be 1 (images are read as one grey channel), not {n_in!r}")
+    require(n_in == 1 and not isinstance(n_in, bool), fn, f"n_in must be 1 (images are read as one grey channel), not {n_in!r}")
     mk = cfg.get('model_kwargs', {})
-    _need(isinstance(mk, dict), fn, f"model_kwargs must be an object, not {mk!r}")
-    _need(all(map(_is_num, _numbers(mk))), fn, f"model_kwargs must hold finite numbers only, not {mk!r}")
+    require(isinstance(mk, dict), fn, f"model_kwargs must be an object, not {mk!r}")
+    require(all(map(_is_num, _numbers(mk))), fn, f"model_kwargs must hold finite numbers only, not {mk!r}")
     thr = cfg.get('threshold')
-    _need(thr is None or (_is_num(thr) and 0 <= thr <= 1 and len(voc) == 2), fn,
+    require(thr is None or (_is_num(thr) and 0 <= thr <= 1 and len(voc) == 2), fn,
           f"threshold must be null or, for two classes, a number in [0, 1], not {thr!r}")
     ens = cfg.get('ensemble')
-    _need(ens is None or (isinstance(ens, list) and 1 <= len(ens) <= MAX_MEMBERS and all(_member_ok(m) for m in ens)
+    require(ens is None or (isinstance(ens, list) and 1 <= len(ens) <= MAX_MEMBERS and all(_member_ok(m) for m in ens)
                           and len({m['folder'] for m in ens}) == len(ens)), fn,
           f"ensemble must list 1 to {MAX_MEMBERS} members, each {{\"folder\": a sub-folder name, \"config_sha256\": ...}}, not {ens!r}")
     return {**cfg, 'n_in': n_in, 'model_kwargs': mk, 'threshold': thr}
@@ -300,7 +312,7 @@ def load_weights(folder:str|Path, # A model folder written by `save_model`
     "Build the network `config` describes and load `folder/model.safetensors` into it, strictly"
     fn = Path(folder)/WEIGHTS
     if not fn.is_file(): raise XrayModelError(f"{fn}: no such file. The model folder has a {CONFIG} but no weights.")
-    if verify and config.get('weights_sha256') and _sha256(fn) != config['weights_sha256']:
+    if verify and config.get('weights_sha256') and file_sha256(fn) != config['weights_sha256']:
         raise XrayModelError(f"{fn}: the file does not match the SHA-256 recorded in {CONFIG}; it was damaged or replaced "
                              "after saving.")
     try:

@@ -18,7 +18,6 @@ from .images import *
 from .items import *
 from .data import *
 from .export import *
-from .export import _sha256, _need, _write_config, _save_one
 from .learner import ModelRecord
 from .phantoms import _hw
 from .items import _visible
@@ -140,7 +139,7 @@ def _ensemble_config(folder:Path, names:list, cfgs:list, threshold:float|None, t
     c0 = cfgs[0]
     return dict(format=FORMAT, format_version=FORMAT_VERSION, arch=c0['arch'], model_kwargs=c0.get('model_kwargs', {}),
                 **{k: c0[k] for k in _SHARED}, threshold=threshold,
-                ensemble=[dict(folder=n, config_sha256=_sha256(folder/n/CONFIG)) for n in names],
+                ensemble=[dict(folder=n, config_sha256=file_sha256(folder/n/CONFIG)) for n in names],
                 toolkit_version=xray_fastai.__version__, torch_version=torch.__version__, training=training or {}, **(extra or {}))
 
 def save_ensemble(folder:str|Path, # The ensemble's folder: each member already saved by `save_model` into a sub-folder
@@ -150,7 +149,7 @@ def save_ensemble(folder:str|Path, # The ensemble's folder: each member already 
                  ) -> Path: # The folder
     "Write the config that makes `folder` an ensemble of its members: `load_model` then averages their probabilities"
     folder = Path(folder)
-    _write_config(folder, _ensemble_config(folder, names, [read_config(folder/n) for n in names], threshold, training))
+    write_config(folder, _ensemble_config(folder, names, [read_config(folder/n) for n in names], threshold, training))
     return folder
 
 def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensemble`
@@ -162,12 +161,12 @@ def load_ensemble(folder:str|Path, # An ensemble folder written by `save_ensembl
     for m in config['ensemble']:
         sub = folder/m['folder']
         c = read_config(sub)
-        if verify and _sha256(sub/CONFIG) != m['config_sha256']:
+        if verify and file_sha256(sub/CONFIG) != m['config_sha256']:
             raise XrayModelError(f"{sub/CONFIG}: the file does not match the SHA-256 recorded in {folder/CONFIG}; it was "
                                  "damaged or replaced after saving.")
-        _need(not c.get('ensemble'), sub/CONFIG, "an ensemble inside an ensemble; a member must be one model")
+        require(not c.get('ensemble'), sub/CONFIG, "an ensemble inside an ensemble; a member must be one model")
         bad = [k for k in _SHARED if c.get(k) != config.get(k)]
-        _need(not bad, sub/CONFIG, f"differs from the ensemble's {folder/CONFIG} in {', '.join(bad)}")
+        require(not bad, sub/CONFIG, f"differs from the ensemble's {folder/CONFIG} in {', '.join(bad)}")
         models.append(load_weights(sub, c, verify)); cfgs.append(c)
     return Ensemble(models, cfgs, [m['folder'] for m in config['ensemble']]).eval()
 
@@ -179,10 +178,10 @@ def save_predictor(pred:XrayPredictor, # A predictor from `load_model`, its netw
     folder, record = Path(folder), record or {}
     if not pred.config.get('format'): raise XrayModelError("only a predictor loaded from a model folder (load_model) can be saved again")
     m = pred.model
-    if not isinstance(m, Ensemble): _save_one(model_state(m), {**pred.config, **record}, folder); return folder
-    cfgs = [_save_one(model_state(mm), {**c, **record}, folder/n) for mm, c, n in zip(m.members, m.configs, m.names)]
+    if not isinstance(m, Ensemble): save_state(model_state(m), {**pred.config, **record}, folder); return folder
+    cfgs = [save_state(model_state(mm), {**c, **record}, folder/n) for mm, c, n in zip(m.members, m.configs, m.names)]
     keep = {k: v for k, v in pred.config.items() if k not in ('ensemble', 'threshold', 'training')}
-    _write_config(folder, {**keep, **_ensemble_config(folder, m.names, cfgs, pred.threshold, pred.config.get('training')), **record})
+    write_config(folder, {**keep, **_ensemble_config(folder, m.names, cfgs, pred.threshold, pred.config.get('training')), **record})
     return folder
 
 def _pickle_predictor(fn:Path, device) -> XrayPredictor:

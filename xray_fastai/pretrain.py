@@ -18,14 +18,14 @@ from contextlib import nullcontext
 from safetensors.torch import load_file, save_file
 from .core import *
 from torch.utils.data import TensorDataset
-from .images import xray_source
+from .images import xray_source, XrayDataError
 from .items import xray_items
 from .augment import xray_aug_transforms
 from .data import TensorXray, xray_cache, xray_stats, cache_key, data_record
 from .phantoms import _hw
 from .models import xray_model, model_body
 from .precision import *
-from .export import WEIGHTS, CONFIG, XrayModelError, model_state, _save_one, _sha256
+from .export import WEIGHTS, CONFIG, XrayModelError, model_state, save_state, file_sha256
 
 # %% auto #0
 __all__ = ['BODY_FORMAT', 'BODY_FORMAT_VERSION', 'HEADS', 'OPTIMIZER', 'pretrain_images', 'xray_views', 'TwoViews', 'SimSiam',
@@ -104,6 +104,8 @@ def pretrain_learner(images:torch.Tensor, # uint8 images (n, 1, size, size), e.g
                      device=None, # Where to train; fastai's default device if None
                     ) -> Learner:
     "A fastai `Learner` for SimSiam on `images`: two views of each, the default classifier body, lightly's heads and loss"
+    if len(images) < s.bs:  # drop_last would leave no batch to train on
+        raise XrayDataError(f"{len(images)} images to pretrain on, fewer than one batch of {s.bs}: lower the batch size (--bs) or add images")
     set_seed(s.seed)
     stats = stats or xray_stats(images)
     rows = torch.arange(len(images))  # the target of each image: its row, which fastai counts and the loss ignores
@@ -140,7 +142,7 @@ def save_body(learn:Learner, # A `pretrain_learner`
     heads = {f'projection.{k}': v for k, v in model_state(m.projection).items()} | {f'prediction.{k}': v for k, v in model_state(m.prediction).items()}
     atomic_write(folder/HEADS, lambda fn: save_file(heads, fn))
     if learn.opt is not None: atomic_write(folder/OPTIMIZER, lambda fn: torch.save({k: list(v) for k, v in learn.opt.state_dict().items()}, fn))
-    _save_one(model_state(m.body), cfg, folder)  # last: a config.json means a finished snapshot
+    save_state(model_state(m.body), cfg, folder)  # last: a config.json means a finished snapshot
     return folder
 
 def read_body_config(path:str|Path # A folder written by `save_body`, or its config.json / model.safetensors
@@ -158,7 +160,7 @@ def load_pretrained_body(learn:Learner, # A classifier from `xray_learner` (or `
                         ) -> Learner:
     "Start `learn`'s body from the pretrained weights at `path` (strictly: the same architecture); its head stays as built"
     folder, cfg = read_body_config(path)
-    if _sha256(folder/WEIGHTS) != cfg.get('weights_sha256'): raise XrayModelError(f"{folder/WEIGHTS}: does not match the SHA-256 in its config")
+    if file_sha256(folder/WEIGHTS) != cfg.get('weights_sha256'): raise XrayModelError(f"{folder/WEIGHTS}: does not match the SHA-256 in its config")
     body = model_body(learn.model)
     try: body.load_state_dict(load_file(folder/WEIGHTS), strict=True)
     except RuntimeError as e: raise XrayModelError(f"{folder}: the pretrained {cfg['arch']!r} body does not fit this model's body ({e})") from e
