@@ -95,7 +95,7 @@ def main(stage:str='study', # 'pretrain' (train the snapshots), 'study' (classif
          probes:bool=True, # Also probe the bodies (kNN, linear probe); they do not depend on `balance`
          body_dir:str=None, # Take the snapshots from this cache folder of an earlier pretraining with the same settings and images (the data's files re-dated since, which changes the cache key)
          append:bool=False, # Keep the rows (and probabilities) of NAME from earlier calls: a study run seed by seed
-         averaged:str='pretrain_final_cpu64,pretrain_plain_final_cpu64,pretrain_final_cpu128,pretrain_plain_final_cpu128,pretrain_multi_final_cpu64', # Results whose classifiers' seeds are averaged (stage average)
+         averaged:str='pretrain_final_cpu64,pretrain_plain_final_cpu64,pretrain_final_cpu128,pretrain_plain_final_cpu128,pretrain_len_final_cpu128,pretrain_multi_final_cpu64', # Results whose classifiers' seeds are averaged (stage average)
          data:str=None, # Data folder; $XRAY_DATA by default
         ):
     "Pretrain, or train and probe the classifiers over seeds, and write the table"

@@ -97,7 +97,7 @@ class PretrainSettings:
     "The settings of one SimSiam pretraining run: the body, the views, the optimiser, the seed"
     arch:str=DEFAULTS.arch # The body's architecture, as for `xray_model` (the classifiers' default body)
     size:int=DEFAULTS.size # Image side in pixels, of the views and of the classifier that will start from the body
-    epochs:int=60 # Pretraining epochs (passes over the images, two views each); 60 at 128 px in the study
+    epochs:int=120 # Pretraining epochs (passes over the images, two views each); the length the 128-px study chose
     bs:int=128 # Images per batch (each gives two views)
     lr:float=1e-3 # Adam's learning rate, constant: a snapshot after n epochs is the n-epoch run
     wd:float=1e-4 # Weight decay
