@@ -32,7 +32,7 @@ from xray_fastai.images import xray_source
 from xray_fastai.items import xray_items
 from xray_fastai.experiments import train_classifier, protocol_learner, mean_std, ResultsWriter
 from xray_fastai.embeddings import get_embeddings, fit_knn, knn_probs, KNN_WIDE_KS
-from xray_fastai.pretrain import pretrain_body, read_body_config, load_pretrained_body, linear_probe
+from xray_fastai.pretrain import pretrain_body, pretrain_mask, read_body_config, load_pretrained_body, linear_probe
 sys.path.insert(0, str(Path(__file__).parent))
 from shift import scores, preds, class_scores  # the shift study's scoring: argmax and validation threshold, validation AUC
 
@@ -52,7 +52,7 @@ def snapshot(data:pd.DataFrame, s:PretrainSettings, body_dir:str=None) -> Path:
     "The body of `s` from the cache (`pretrain_body`), or from `body_dir` after checking its settings and image count"
     if body_dir is None: return pretrain_body(data, s, progress=False)
     folder, cfg = read_body_config(Path(body_dir)/f'epoch{s.epochs}')
-    n = len(data) if s.include_test else int((data['split'] != 'test').sum())
+    n = int(pretrain_mask(data, s.include_test).sum())
     same = json.dumps({k: v for k, v in cfg['settings'].items() if k != 'epochs'}, sort_keys=True) == s.key()
     if not same or cfg['data']['n_images'] != n: sys.exit(f"{folder}: pretrained with other settings or images than {s.key()} on {n} images")
     return folder

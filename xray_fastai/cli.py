@@ -6,7 +6,7 @@ Docs: https://xray-fastai.github.io/xray_fastai/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c0092d11
 from __future__ import annotations
-import argparse, contextlib, datetime, errno, inspect, io, json, math, os, signal, sys, time, warnings
+import argparse, contextlib, datetime, errno, inspect, io, json, math, os, shutil, signal, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
 import pandas as pd
@@ -318,11 +318,11 @@ def pretrain(data:str=None, # Data, as for `train`; only its train and val image
     out = Path(out)
     check_run_folder(out, 'pretrain', (CONFIG, WEIGHTS), (out/CONFIG).exists(), False, overwrite)
     from xray_fastai.images import xray_source; from xray_fastai.items import xray_items
-    from xray_fastai.pretrain import pretrain_body, read_body_config, cached_epochs
+    from xray_fastai.pretrain import pretrain_body, read_body_config, pretrain_mask
     try: source = xray_source(data)
     except ImportError as e: raise CliError(f"no data: pass --data or set XRAY_DATA ({e})") from e
     items = xray_items(source)
-    n = len(items) if s.include_test else int((items['split'] != 'test').sum())
+    n = int(pretrain_mask(items, s.include_test).sum())
     print(f"Data: {'the built-in phantoms' if data is None and not os.environ.get('XRAY_DATA') else source}; pretraining on {n} "
           + ("images, the unlabeled test images included (transductive: a classifier from this body is not scored honestly on that test split)"
              if s.include_test else "train and val images, without their labels; the test images are not read"))
@@ -331,7 +331,7 @@ def pretrain(data:str=None, # Data, as for `train`; only its train and val image
         raise KeyboardInterrupt("the snapshots already cached are kept: the same command goes on from the last one") from None
     _, cfg = read_body_config(folder)
     for f in (WEIGHTS, CONFIG):  # the config last: a folder with one holds a whole body
-        atomic_write(out/f, lambda tmp, f=f: Path(tmp).write_bytes((folder/f).read_bytes()))
+        atomic_write(out/f, lambda tmp, f=f: shutil.copyfile(folder/f, tmp))
     last = cfg['history'][-1]
     print(f"\nPretrained {s.arch} for {s.epochs} epochs at {s.size} px on {cfg['data']['n_images']} images: {cfg['train_s']/60:.1f} min "
           f"({cfg['cpu_s']/60:.1f} min CPU) in all; last epoch loss {last['train_loss']:.3f}, z_std {last['z_std']:.3f} "

@@ -28,11 +28,17 @@ from .precision import *
 from .export import WEIGHTS, CONFIG, XrayModelError, model_state, save_state, file_sha256
 
 # %% auto #0
-__all__ = ['BODY_FORMAT', 'BODY_FORMAT_VERSION', 'HEADS', 'OPTIMIZER', 'pretrain_images', 'xray_views', 'TwoViews', 'SimSiam',
-           'SimSiamLoss', 'ProjectionStd', 'pretrain_learner', 'pretrain_key', 'save_body', 'read_body_config',
-           'load_pretrained_body', 'SnapshotBody', 'cached_epochs', 'pretrain_body', 'linear_probe']
+__all__ = ['BODY_FORMAT', 'BODY_FORMAT_VERSION', 'HEADS', 'OPTIMIZER', 'pretrain_mask', 'pretrain_images', 'xray_views',
+           'TwoViews', 'SimSiam', 'SimSiamLoss', 'ProjectionStd', 'pretrain_learner', 'pretrain_key', 'save_body',
+           'read_body_config', 'load_pretrained_body', 'SnapshotBody', 'cached_epochs', 'pretrain_body', 'linear_probe']
 
 # %% ../nbs/21_pretrain.ipynb #cfeab3db
+def pretrain_mask(items:pd.DataFrame, # Data items (`xray_items`)
+                  include_test:bool=False, # Also the test split's images (transductive)
+                 ) -> np.ndarray: # One bool per item
+    "Which items pretraining may see: the fitting images (train and val folders); the test images only if asked"
+    return np.ones(len(items), bool) if include_test else (items['split'] != 'test').to_numpy()
+
 def pretrain_images(source:str|Path|pd.DataFrame=None, # Data, or its items (`xray_items`); None means `$XRAY_DATA`, else the built-in phantoms
                     size:int=PRETRAINED.size, # Image side in pixels
                     include_test:bool=False, # Also the test split's images (transductive)
@@ -40,7 +46,7 @@ def pretrain_images(source:str|Path|pd.DataFrame=None, # Data, or its items (`xr
     "The images pretraining may see: the fitting images (train and val folders), never their labels; the test images only if asked"
     items = source if isinstance(source, pd.DataFrame) else xray_items(xray_source(source))
     images = xray_cache(items['path'], size, progress=False)  # the classifiers' cache of the same files, when they made one
-    keep = np.ones(len(items), bool) if include_test else (items['split'] != 'test').to_numpy()
+    keep = pretrain_mask(items, include_test)
     return images[torch.from_numpy(np.flatnonzero(keep))], items['path'][keep].tolist()
 
 # %% ../nbs/21_pretrain.ipynb #2eed993b
